@@ -1,0 +1,167 @@
+"""Configuration: Hydra schemas that validate every group, and helpers to instantiate safely.
+
+Each group's YAML starts from a registered schema (``defaults: [schema, _self_]``), so a
+misspelt key or a value of the wrong type fails at composition with the key's full name.
+``_target_`` sections are checked against the target's signature before anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR_ENV = "STEPEVAL_CONF"
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authori[sz]ation|credential)", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+class History(str, Enum):
+    audio = "audio"
+    transcript = "transcript"
+
+
+class Source(str, Enum):
+    hub = "hub"
+    local = "local"
+    sample = "sample"
+
+
+class Layout(str, Enum):
+    auto = "auto"
+    conversation = "conversation"
+    turn = "turn"
+
+
+@dataclass
+class ColumnsSchema:
+    layout: Layout = Layout.auto
+    conversation_id: str | None = None
+    turns: str | None = None
+    turn_index: str | None = None
+    audio: str | None = None
+    text: str | None = None
+    category: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class DatasetSchema:
+    name: str = MISSING
+    source: Source = Source.hub
+    repo_id: str | None = None
+    revision: str | None = None
+    local_dir: str | None = None
+    cache_dir: str | None = None
+    columns: ColumnsSchema = field(default_factory=ColumnsSchema)
+
+
+@dataclass
+class ModelSchema:
+    name: str = MISSING
+    # an in-process backend: {_target_: stepeval.backends..., **kwargs}
+    backend: Any = None
+    system_prompt: str | None = None
+    concurrency: int | None = None
+
+
+@dataclass
+class AsrSchema:
+    name: str = MISSING
+    # {_target_: stepeval.judges.asr.WhisperASR, **kwargs}; null means ASR is not run
+    engine: Any = None
+
+
+@dataclass
+class JudgeSchema:
+    name: str = MISSING
+
+
+@dataclass
+class RunSchema:
+    dataset: DatasetSchema = MISSING
+    model: ModelSchema = MISSING
+    asr: AsrSchema = MISSING
+    judge: JudgeSchema = MISSING
+    run_name: str | None = None
+    results_dir: str = "results"
+    seed: int = 0
+    history: History = History.audio
+    concurrency: int = 8
+    limit: int | None = None
+    progress: bool = True
+
+
+def register_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunSchema)
+    store.store(group="dataset", name="schema", node=DatasetSchema)
+    store.store(group="model", name="schema", node=ModelSchema)
+    store.store(group="asr", name="schema", node=AsrSchema)
+    store.store(group="judge", name="schema", node=JudgeSchema)
+
+
+def conf_dir() -> Path:
+    """``$STEPEVAL_CONF``, else ``./conf`` if present, else the repository's ``conf/``."""
+    import os
+
+    for candidate in (os.environ.get(CONF_DIR_ENV), "conf", Path(__file__).resolve().parents[1] / "conf"):
+        if candidate and (Path(candidate) / "config.yaml").exists():
+            return Path(candidate).resolve()
+    raise FileNotFoundError("no conf/config.yaml found: run from the stepeval checkout or set STEPEVAL_CONF")
+
+
+def group_options(root: Path | None = None) -> dict[str, list[str]]:
+    root = root or conf_dir()
+    return {
+        group.name: sorted(p.stem for p in group.glob("*.yaml"))
+        for group in sorted(root.iterdir())
+        if group.is_dir() and group.name != "hydra"
+    }
+
+
+def check_target(node: Any, where: str) -> None:
+    """Fail with the config path if ``_target_`` does not exist or gets arguments it does not take."""
+    if not isinstance(node, (dict, DictConfig)) or "_target_" not in node:
+        raise ValueError(f"{where} must be a mapping with a _target_ (a class path)")
+    target = str(node["_target_"])
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"{where}._target_={target!r} cannot be imported: {err}") from err
+    params = inspect.signature(obj).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    given = {str(k) for k in node if not str(k).startswith("_")}
+    unknown = given - set(params)
+    if unknown:
+        raise ValueError(f"{where}: {target} takes no argument(s) {sorted(unknown)}; it accepts {sorted(params)}")
+    required = {
+        n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    if required - given:
+        raise ValueError(f"{where}: {target} needs {sorted(required - given)}")
+
+
+def redact(value: Any) -> Any:
+    """A copy with every secret-looking key's value replaced (for manifests and logs)."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Resolved plain dict; enums as their values."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

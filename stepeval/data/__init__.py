@@ -1,0 +1,1 @@
+"""Dataset sources (hub, local clone, bundled sample), safe archive extraction, column mapping."""

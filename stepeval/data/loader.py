@@ -1,0 +1,169 @@
+"""Turn dataset files into ``Conversation`` objects whose audio references all resolve."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stepeval.data.archive import COMPLETE_MARKER, extract_once
+from stepeval.data.columns import ColumnSpec, Mapping, RawConversation, detect, to_conversations
+from stepeval.data.sources import DatasetFiles, default_cache_dir
+from stepeval.types import Conversation, UserTurn
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm"}
+LANGUAGE_ALIASES = {
+    "zh": ("zh", "zh-cn", "zh_cn", "cn", "chinese", "mandarin", "中文", "普通话", "汉语"),
+    "yue": ("yue", "cantonese", "粤语", "廣東話", "zh-hk"),
+    "zh-sichuan": ("sichuanese", "sichuan", "四川话"),
+    "en": ("en", "en-us", "en_us", "english", "英文", "英语"),
+    "ja": ("ja", "jp", "japanese", "日语", "日文", "日本語"),
+}
+_ALIAS = {alias: code for code, aliases in LANGUAGE_ALIASES.items() for alias in aliases}
+
+
+def normalise_language(value: str | None) -> str | None:
+    if value is None:
+        return None
+    key = value.strip().lower()
+    return _ALIAS.get(key, key)
+
+
+def detect_language(texts: list[str | None]) -> str:
+    """Script-based guess used only when the dataset has no language column."""
+    joined = "".join(t for t in texts if t)
+    if re.search(r"[\u3040-\u30ff]", joined):
+        return "ja"
+    if re.search(r"[\u4e00-\u9fff]", joined):
+        return "zh"
+    return "en" if re.search(r"[A-Za-z]", joined) else "unknown"
+
+
+class AudioIndex:
+    """Finds an audio reference among the extracted files: by path, path minus its top folder, or name."""
+
+    def __init__(self, roots: list[Path], spill_dir: Path):
+        self.by_path: dict[str, Path] = {}
+        self.by_name: dict[str, list[Path]] = {}
+        self.spill_dir = spill_dir
+        for root in roots:
+            for path in root.rglob("*"):
+                if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
+                    rel = path.relative_to(root).as_posix()
+                    self.by_path.setdefault(rel, path)
+                    self.by_path.setdefault(rel.split("/", 1)[-1], path)
+                    self.by_name.setdefault(path.name, []).append(path)
+                    self.by_name.setdefault(path.stem, []).append(path)
+
+    def resolve(self, ref: Any) -> Path | None:
+        if isinstance(ref, dict):  # Hugging Face Audio feature: {"bytes": ..., "path": ...}
+            if ref.get("bytes"):
+                return self._spill(ref["bytes"], ref.get("path") or "audio.wav")
+            ref = ref.get("path")
+        if isinstance(ref, (bytes, bytearray)):
+            return self._spill(bytes(ref), "audio.wav")
+        if not ref:
+            return None
+        text = str(ref).replace("\\", "/").lstrip("./")
+        for candidate in (text, text.split("/", 1)[-1]):
+            if candidate in self.by_path:
+                return self.by_path[candidate]
+        for name in (Path(text).name, Path(text).stem):
+            hits = self.by_name.get(name, [])
+            if len(set(hits)) == 1:
+                return hits[0]
+        return None
+
+    def _spill(self, data: bytes, name: str) -> Path:
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        path = self.spill_dir / f"{digest}{Path(name).suffix or '.wav'}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return path
+
+
+@dataclass
+class LoadedDataset:
+    conversations: list[Conversation]
+    mapping: Mapping
+    files: DatasetFiles
+    columns: str
+    rows: int
+    unresolved: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def counts(self, attribute: str) -> Counter:
+        return Counter(getattr(c, attribute) for c in self.conversations)
+
+
+def read_table(files: DatasetFiles) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in files.parquet]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def load(
+    files: DatasetFiles,
+    spec: ColumnSpec | None = None,
+    cache_dir: Path | None = None,
+    strict: bool = True,
+    limit: int | None = None,
+) -> LoadedDataset:
+    """Load conversations; with ``strict`` an unresolved audio reference is an error naming it."""
+    from stepeval.data.columns import describe_columns
+
+    spec = spec or ColumnSpec()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    df = read_table(files)
+    source = ", ".join(str(p) for p in files.parquet)
+    mapping = detect(df, spec, source)
+    raw = to_conversations(df, mapping, spec, source)
+    roots = [files.root]
+    if files.archive is not None:
+        roots.insert(0, extract_once(files.archive, cache / "audio"))
+    index = AudioIndex(roots, cache / "embedded-audio")
+    conversations, unresolved = [], []
+    for item in raw[:limit] if limit else raw:
+        conv, missing = _build(item, index)
+        unresolved.extend(missing)
+        if conv is not None:
+            conversations.append(conv)
+    if strict and unresolved:
+        shown = "; ".join(f"{c} turn {t}: {r!r}" for c, t, r in unresolved[:5])
+        raise FileNotFoundError(
+            f"{len(unresolved)} audio reference(s) in {source} do not resolve to a file "
+            f"(searched {', '.join(map(str, roots))}): {shown}. Run `stepeval data inspect` for the full list."
+        )
+    ids = Counter(c.id for c in conversations)
+    dupes = [i for i, n in ids.items() if n > 1]
+    if dupes:
+        raise ValueError(f"{source}: duplicate conversation ids {dupes[:5]}; set dataset.columns.conversation_id")
+    return LoadedDataset(conversations, mapping, files, describe_columns(df), len(df), unresolved)
+
+
+def _build(item: RawConversation, index: AudioIndex) -> tuple[Conversation | None, list[tuple[str, int, str]]]:
+    turns, missing = [], []
+    for number, raw_turn in enumerate(item.turns):
+        path = index.resolve(raw_turn.audio_ref)
+        if path is None:
+            shown = raw_turn.audio_ref.get("path") if isinstance(raw_turn.audio_ref, dict) else raw_turn.audio_ref
+            missing.append((item.id, number, str(shown)))
+            continue
+        turns.append(UserTurn(index=number, audio_path=path, text=raw_turn.text))
+    if missing or not turns:
+        return None, missing
+    language = normalise_language(item.language)
+    source = "dataset"
+    if language is None:
+        language, source = detect_language([t.text for t in turns]), "detected"
+    conv = Conversation(item.id, item.category or "unknown", language, tuple(turns), language_source=source)
+    return conv, missing
+
+
+__all__ = ["COMPLETE_MARKER", "LoadedDataset", "load", "normalise_language", "read_table"]

@@ -1,0 +1,106 @@
+"""Speech recognition of replies (faster-whisper), and the stage that stores transcripts."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from stepeval import audio as audio_io
+
+ASR_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None
+    language_probability: float | None
+
+
+class WhisperASR:
+    """faster-whisper. ``model`` is a size/hub id (``large-v3``: downloaded by faster-whisper as
+    usual), a local CTranslate2 folder, or ``packaged:whisper-base`` (offline, from PyPI)."""
+
+    def __init__(
+        self,
+        model: str = "large-v3",
+        device: str = "auto",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        beam_size: int = 5,
+        vad_filter: bool = True,
+        max_new_tokens: int | None = 224,
+        language: str | None = None,
+    ):
+        self.model = model
+        self.device, self.compute_type, self.cpu_threads = device, compute_type, cpu_threads
+        self.beam_size, self.vad_filter, self.max_new_tokens, self.language = (
+            beam_size,
+            vad_filter,
+            max_new_tokens,
+            language,
+        )
+
+    def _model_path(self) -> str:
+        if self.model.startswith("packaged:"):
+            from stepeval.judges import packaged_whisper
+
+            if self.model != packaged_whisper.NAME:
+                raise ValueError(f"asr.model={self.model!r}: the only packaged model is {packaged_whisper.NAME}")
+            return str(packaged_whisper.model_dir())
+        return self.model
+
+    def check(self) -> None:
+        try:
+            import faster_whisper  # noqa: F401
+        except ImportError as err:
+            raise ImportError("ASR needs faster-whisper: pip install 'stepeval[asr]'") from err
+        self._model_path()
+
+    def identity(self) -> dict:
+        """What the transcripts depend on (for fingerprints and the manifest)."""
+        ident = {
+            "engine": "faster-whisper",
+            "model": self.model,
+            "compute_type": self.compute_type,
+            "beam_size": self.beam_size,
+            "vad_filter": self.vad_filter,
+            "max_new_tokens": self.max_new_tokens,
+            "language": self.language,
+        }
+        if self.model.startswith("packaged:"):
+            from stepeval.judges import packaged_whisper
+
+            ident["model_sha256"] = packaged_whisper.SHA256["model.bin"]
+        return ident
+
+    def transcribe(self, samples: np.ndarray, rate: int) -> Transcript:
+        model = _load(self._model_path(), self.device, self.compute_type, self.cpu_threads)
+        speech = audio_io.resample(samples, rate, ASR_RATE)
+        if speech.size < ASR_RATE // 10:
+            return Transcript("", None, None)
+        segments, info = model.transcribe(
+            speech,
+            beam_size=self.beam_size,
+            language=self.language,
+            vad_filter=self.vad_filter,
+            condition_on_previous_text=False,
+            max_new_tokens=self.max_new_tokens,
+            temperature=0.0,
+        )
+        text = "".join(segment.text for segment in segments).strip()
+        return Transcript(text, info.language, round(float(info.language_probability), 4))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str, device: str, compute_type: str, cpu_threads: int):
+    """Load once per process (a multirun's jobs share it)."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)

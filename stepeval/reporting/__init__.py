@@ -1,0 +1,1 @@
+"""From score records to tables: summaries, Markdown tables, comparisons across runs."""

@@ -1,0 +1,55 @@
+"""Side-by-side comparison of several runs (the demo's control systems, a multirun sweep)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from stepeval.reporting.summary import OVERALL, format_cell
+
+
+def load_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a finished stepeval run?")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def comparison_table(summaries: list[dict]) -> str:
+    """Rows: runs; columns: metrics (overall); each cell 'mean (scored/total)'."""
+    metrics: list[str] = []
+    for summary in summaries:
+        metrics += [m for m in summary["metrics"] if m not in metrics]
+    lines = ["| run | model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+    for summary in summaries:
+        cells = [format_cell(summary["metrics"].get(m, {}).get(OVERALL)) for m in metrics]
+        lines.append(f"| {summary['run_name']} | {summary['model']} | " + " | ".join(cells) + " |")
+    notes = sorted({note for s in summaries for note in s.get("notes", [])})
+    text = "\n".join(lines) + "\n\nEach cell: mean (scored/total turns), over all categories.\n"
+    return text + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
+
+
+class SweepComparison(Callback):
+    """Hydra callback: after a --multirun, print and save the comparison of the runs it made."""
+
+    def __init__(self) -> None:
+        self.run_dirs: list[Path] = []
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, (str, Path)):
+            self.run_dirs.append(Path(job_return.return_value))
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if not self.run_dirs:
+            return
+        summaries = [load_summary(d) for d in self.run_dirs if (d / "summary.json").exists()]
+        table = comparison_table(summaries)
+        out = Path(config.hydra.sweep.dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(table, encoding="utf-8")
+        print(f"\n== Comparison of {len(summaries)} runs (saved to {out / 'comparison.md'}) ==\n{table}")

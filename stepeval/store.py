@@ -1,0 +1,146 @@
+"""The run store: one folder per run, append-only records per stage, fingerprints, manifest.
+
+A record's key is (conversation id, turn) within a stage's log, and it carries the
+fingerprint of everything that produced it. A stage recomputes exactly the keys whose
+stored fingerprint differs from the current one (or that failed), so resume, caching and
+re-scoring without regenerating are one mechanism.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+Key = tuple[str, int]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-serialisable parts (config sections, input hashes...)."""
+    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe form of an id (conversation ids may hold slashes or spaces)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
+    if cleaned != name:
+        cleaned = f"{cleaned}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    return cleaned
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RecordLog:
+    """Append-only JSON Lines file of one stage. Each append is flushed and fsynced, so a
+    kill loses at most the record being written; a torn last line is ignored on load."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def load(self) -> dict[Key, dict]:
+        records: dict[Key, dict] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        lines = data.split(b"\n")
+        complete = lines[:-1]  # anything after the last newline is a torn write
+        for number, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.path}:{number}: corrupt record ({err})") from err
+            records[(record["conversation_id"], int(record["turn"]))] = record
+        return records
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a half-written last line (left by a kill) before appending after it."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: dict) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_torn_tail()
+            self._fh = open(self.path, "ab")
+        self._fh.write(canonical_json(record).encode("utf-8") + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class RunStore:
+    """``results/<run name>/``: manifest.json, records/<stage>.jsonl, audio/, summary, table."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._logs: dict[str, RecordLog] = {}
+        self._lock_fh = None
+
+    def __enter__(self) -> RunStore:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_fh = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"run folder {self.root} is in use by another stepeval process") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for log in self._logs.values():
+            log.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+
+    def log(self, stage: str) -> RecordLog:
+        if stage not in self._logs:
+            self._logs[stage] = RecordLog(self.root / "records" / f"{stage}.jsonl")
+        return self._logs[stage]
+
+    def reply_audio_path(self, conversation_id: str, turn: int) -> Path:
+        return self.root / "audio" / safe_name(conversation_id) / f"turn_{turn}.wav"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict:
+        if self.manifest_path.exists():
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return {}
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+
+def iter_records(path: Path) -> Iterator[dict]:
+    """Records of a finished log, in file order (for reports and tests)."""
+    yield from RecordLog(path).load().values()
