@@ -26,6 +26,7 @@ from stepeval.data import loader, sources
 from stepeval.data.columns import ColumnSpec
 from stepeval.judges import signals
 from stepeval.provenance import code_revision, package_versions
+from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.store import RunStore, fingerprint, write_json_atomic
 
@@ -193,9 +194,8 @@ def _score(prepared: Prepared, store: RunStore) -> StageStats:
 
 
 def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
-    scores = store.log("score").load()
     keys = [(c.id, t.index) for c in prepared.dataset.conversations for t in c.turns]
-    current = [scores[k] for k in keys if k in scores]
+    frame = turn_scores(store.root, set(keys))
     replays = _current_replays(prepared, store)
     summary = {
         "run_name": prepared.run_name,
@@ -210,7 +210,7 @@ def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
             "failed": sum(r.get("status") == "failed" for r in replays),
             "skipped": sum(r.get("status") == "skipped" for r in replays),
         },
-        **summarise(current, list(signals.METRICS)),
+        **summarise(frame),
         "notes": notes,
     }
     write_json_atomic(store.root / "summary.json", summary)

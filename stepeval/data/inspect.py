@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -63,3 +64,21 @@ def inspect_command(source: str, revision: str | None, cache_dir: str | None, co
         for line in unreadable:
             print(f"  {line}")
     return 1 if ds.unresolved or unreadable else 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stepeval data")
+    sub = parser.add_subparsers(dest="action", required=True)
+    ins = sub.add_parser("inspect", help="print schema, counts, durations and unresolved audio references")
+    ins.add_argument("source", help="a hub dataset id (stepfun-ai/StepEval-Audio-360), a local folder, or 'sample'")
+    ins.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    ins.add_argument("--cache-dir", default=None, help="where audios.tar.gz is extracted")
+    ins.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KEY=COLUMN",
+        help="column mapping, as dataset.columns.KEY in run configs (repeatable), e.g. layout=turn",
+    )
+    args = parser.parse_args(argv)
+    return inspect_command(args.source, args.revision, args.cache_dir, args.column)

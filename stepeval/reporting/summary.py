@@ -11,23 +11,6 @@ import pandas as pd
 OVERALL = "overall"
 
 
-def scores_frame(score_records: list[dict]) -> pd.DataFrame:
-    """One row per (conversation, turn, metric): value (NaN when missing) and category."""
-    rows = []
-    for record in score_records:
-        for metric, value in record["metrics"].items():
-            rows.append(
-                {
-                    "conversation_id": record["conversation_id"],
-                    "turn": record["turn"],
-                    "category": record["category"],
-                    "metric": metric,
-                    "value": value,
-                }
-            )
-    return pd.DataFrame(rows, columns=["conversation_id", "turn", "category", "metric", "value"])
-
-
 def _cell(values: pd.Series) -> dict:
     scored = values.dropna()
     return {
@@ -37,8 +20,9 @@ def _cell(values: pd.Series) -> dict:
     }
 
 
-def summarise(score_records: list[dict], metrics: list[str]) -> dict:
-    frame = scores_frame(score_records)
+def summarise(frame: pd.DataFrame, metrics: list[str] | None = None) -> dict:
+    """Per metric: overall and per-category cells. ``frame`` is ``records.turn_scores`` output."""
+    metrics = metrics or list(dict.fromkeys(frame["metric"]))
     out: dict = {"metrics": {}, "categories": sorted(frame["category"].unique().tolist()) if len(frame) else []}
     for metric in metrics:
         part = frame[frame["metric"] == metric]

@@ -1,0 +1,46 @@
+# stepeval: `make eval` runs the offline demo; `make test` runs the tests. Both set themselves up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# `make eval` with no variables: the offline demo (bundled sample, control systems side by side, offline ASR, no judge)
+DATASET ?= sample
+MODEL ?= silence,noise,parrot,canned
+JUDGE ?= none
+ifeq ($(DATASET),sample)
+ASR ?= whisper_base_offline
+else
+ASR ?= whisper_large_v3
+endif
+ARGS ?=
+# CPU torch for the tests' tiny in-process models (a GPU machine installs its own build instead)
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup eval test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+eval: $(STAMP)
+	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/stepeval run --multirun dataset=$(DATASET) model=$(MODEL) asr=$(ASR) judge=$(JUDGE) $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

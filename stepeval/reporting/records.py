@@ -1,0 +1,51 @@
+"""Reading a run's per-turn scores from its record logs: the one contract every table,
+statistic and report builds on.
+
+Every scoring stage writes ``records/<stage>.jsonl`` whose records carry
+``conversation_id``, ``turn``, ``category`` and ``metrics`` ({name: number or null}) with
+``missing`` ({name: reason}). The objective-signal stage writes ``score.jsonl``; LLM/audio
+judges write ``judge-<metric>.jsonl``. A null is a missing score and stays missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from stepeval.store import Key, RecordLog
+
+SCORE_LOG_PATTERNS = ("score.jsonl", "judge-*.jsonl")
+COLUMNS = ["conversation_id", "turn", "category", "language", "metric", "value", "missing_reason", "stage"]
+
+
+def score_logs(run_dir: Path) -> list[Path]:
+    records = Path(run_dir) / "records"
+    return sorted({p for pattern in SCORE_LOG_PATTERNS for p in records.glob(pattern)})
+
+
+def turn_scores(run_dir: Path, keys: set[Key] | None = None) -> pd.DataFrame:
+    """Long table: one row per (conversation, turn, metric); ``value`` is NaN when missing.
+
+    ``keys`` restricts to the given (conversation id, turn) pairs (the current dataset selection).
+    """
+    rows = []
+    for path in score_logs(run_dir):
+        for key, record in RecordLog(path).load().items():
+            if keys is not None and key not in keys:
+                continue
+            missing = record.get("missing", {})
+            for metric, value in record.get("metrics", {}).items():
+                rows.append(
+                    {
+                        "conversation_id": record["conversation_id"],
+                        "turn": int(record["turn"]),
+                        "category": record.get("category", "unknown"),
+                        "language": record.get("language"),
+                        "metric": metric,
+                        "value": float("nan") if value is None else float(value),
+                        "missing_reason": missing.get(metric),
+                        "stage": path.stem,
+                    }
+                )
+    return pd.DataFrame(rows, columns=COLUMNS)

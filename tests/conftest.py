@@ -1,0 +1,24 @@
+"""Shared fixtures: an isolated cache and results folder per test session, the bundled sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Extraction and model caches go to a temp folder, never the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("stepeval-cache")
+    os.environ["STEPEVAL_CACHE"] = str(cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
