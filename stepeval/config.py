@@ -144,9 +144,7 @@ def check_target(node: Any, where: str) -> None:
     unknown = given - set(params)
     if unknown:
         raise ValueError(f"{where}: {target} takes no argument(s) {sorted(unknown)}; it accepts {sorted(params)}")
-    required = {
-        n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    required = {n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if required - given:
         raise ValueError(f"{where}: {target} needs {sorted(required - given)}")
 
@@ -154,9 +152,7 @@ def check_target(node: Any, where: str) -> None:
 def redact(value: Any) -> Any:
     """A copy with every secret-looking key's value replaced (for manifests and logs)."""
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()
-        }
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

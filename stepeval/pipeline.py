@@ -168,9 +168,7 @@ def _score(prepared: Prepared, store: RunStore) -> StageStats:
     for record in _current_replays(prepared, store):
         key = (record["conversation_id"], record["turn"])
         asr = asr_records.get(key)
-        if asr is not None and asr.get("fingerprint") != fingerprint(
-            prepared.asr.identity(), record.get("audio_sha256")
-        ):
+        if asr is not None and asr.get("fingerprint") != fingerprint(prepared.asr.identity(), record.get("audio_sha256")):
             asr = None
         fp = fingerprint(signals.VERSION, record["fingerprint"], record.get("status"), asr and asr["fingerprint"])
         if existing.get(key, {}).get("fingerprint") == fp:
@@ -281,6 +279,4 @@ def _finish_manifest(store: RunStore, manifest: dict, stats: list[StageStats]) -
 def redact_argv(argv: list[str]) -> list[str]:
     from stepeval.config import REDACTED, SECRET_KEY
 
-    return [
-        f"{a.split('=', 1)[0]}={REDACTED}" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in argv
-    ]
+    return [f"{a.split('=', 1)[0]}={REDACTED}" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in argv]

@@ -82,9 +82,7 @@ class Canned(_Control):
             raise FileNotFoundError(f"canned reply audio {self.audio_path} does not exist (model.backend.audio_path)")
         self.audio, self.sample_rate = audio_io.read(self.audio_path)
         default_text = ASSETS / "canned_reply.txt"
-        self.text = (
-            text if text is not None else (default_text.read_text(encoding="utf-8").strip() if not audio_path else None)
-        )
+        self.text = text if text is not None else (default_text.read_text(encoding="utf-8").strip() if not audio_path else None)
 
     def respond(self, history: list[Message], context: TurnContext) -> Reply:
         self._wait()

@@ -110,18 +110,14 @@ class ReplayEngine:
             if record is not None:
                 self.stats.reused += 1
             else:
-                messages = history_mod.build(
-                    self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt
-                )
+                messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
                 context = TurnContext(conv.id, turn.index, self.settings.seed)
                 record = await self._ask(base, messages, context)
             bar.update(1)
             if record["status"] != "ok":
                 failed_at = turn.index
                 continue
-            earlier.append(
-                history_mod.Exchange(user_audio, user_rate, turn.text, record.get("text") or record.get("transcript"))
-            )
+            earlier.append(history_mod.Exchange(user_audio, user_rate, turn.text, record.get("text") or record.get("transcript")))
             previous_fp = fp
 
     def _reusable(self, record: dict | None, fp: str) -> dict | None:

@@ -19,13 +19,7 @@ class UnsafeArchiveError(ValueError):
 def _why_unsafe(member: tarfile.TarInfo) -> str | None:
     name = member.name
     if not (member.isfile() or member.isdir()):
-        kind = (
-            "symbolic link"
-            if member.issym()
-            else "hard link"
-            if member.islnk()
-            else "device, fifo or other special file"
-        )
+        kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "device, fifo or other special file"
         return f"is a {kind}"
     if "\\" in name or (len(name) > 1 and name[1] == ":"):
         return "has a Windows-style path"

@@ -162,9 +162,7 @@ def _turns_from_list(items: Any, spec: ColumnSpec, source: str, parallel_text: A
             audio_key = _pick(keys, "audio", spec.audio, f"{source} (turn fields)", True)
             text_key = _pick(keys, "text", spec.text, f"{source} (turn fields)", False)
             if audio_key is None:
-                raise SchemaError(
-                    f"{source}: turn entries have fields {keys} and none holds audio; set dataset.columns.audio"
-                )
+                raise SchemaError(f"{source}: turn entries have fields {keys} and none holds audio; set dataset.columns.audio")
             turns.append(RawTurn(item[audio_key], _text(item.get(text_key)) if text_key else None))
         else:
             text = _text(texts[position]) if texts and position < len(texts) else None

