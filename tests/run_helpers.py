@@ -1,0 +1,38 @@
+"""Running `stepeval run` as a real subprocess, and reading what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from stepeval.store import RecordLog
+
+VOLATILE = {"timings", "usage"}  # wall-clock fields differ between runs; everything else must not
+
+
+def run_command(results: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "stepeval.cli", "run", *overrides, f"results_dir={results}", "progress=false"]
+
+
+def stepeval_run(results: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(run_command(results, *overrides), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def only_run(results: Path) -> Path:
+    runs = [p for p in results.iterdir() if p.is_dir() and p.name != "sweeps"]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def stable_records(run_dir: Path, stage: str) -> dict:
+    """A stage's records without their wall-clock fields, keyed by (conversation, turn)."""
+    records = RecordLog(run_dir / "records" / f"{stage}.jsonl").load()
+    return {key: {k: v for k, v in record.items() if k not in VOLATILE} for key, record in records.items()}
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

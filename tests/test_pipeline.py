@@ -1,0 +1,106 @@
+"""End to end on the bundled sample: the run folder's contents, failed turns, and the demo comparison."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import soundfile as sf
+
+from stepeval.data import loader, sources
+from stepeval.store import RecordLog
+from tests.run_helpers import only_run, stable_records, stepeval_run, summary
+
+
+def test_parrot_run_writes_manifest_records_audio_summary_table(tmp_path: Path):
+    result = stepeval_run(tmp_path, "dataset=sample", "model=parrot", "asr=whisper_base_offline", "limit=3")
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["finished_at"]
+    assert manifest["dataset"]["provenance"]["kind"] == "sample"
+    assert set(manifest["dataset"]["files_sha256"]) == {"data/sample.parquet", "audios.tar.gz"}
+    assert manifest["asr"]["model_sha256"] and manifest["packages"]["faster-whisper"]
+    assert manifest["config"]["model"]["name"] == "parrot" and manifest["history"] == "audio"
+    assert "git_commit" in manifest["code_revision"]
+
+    dataset = loader.load(sources.bundled_sample(), limit=3)
+    replays = RecordLog(run_dir / "records" / "replay.jsonl").load()
+    asr = RecordLog(run_dir / "records" / "asr.jsonl").load()
+    assert len(replays) == sum(len(c.turns) for c in dataset.conversations)
+    english = []
+    for conv in dataset.conversations:
+        for turn in conv.turns:
+            record = replays[(conv.id, turn.index)]
+            reply, rate = sf.read(run_dir / record["audio"], dtype="float32")
+            user, user_rate = sf.read(turn.audio_path, dtype="float32")
+            assert rate == user_rate and abs(len(reply) - len(user)) <= 1  # the parrot spoke the user's turn back
+            if conv.language == "en":
+                english.append((turn.text, asr[(conv.id, turn.index)]["text"]))
+    # real ASR of the parroted English speech recovers the user's words
+    assert english and all(
+        len(set(ref.lower().split()) & set(hyp.lower().split())) >= len(ref.split()) // 2 for ref, hyp in english
+    )
+    table = (run_dir / "table.md").read_text()
+    assert "| **overall** |" in table and "LLM judge not run" in table
+    got = summary(run_dir)
+    assert got["metrics"]["speech_detected"]["overall"]["scored"] == len(replays)
+
+
+def test_failed_turns_are_recorded_run_goes_on_and_rerun_retries_only_them(tmp_path: Path):
+    """Recorded replies with one file missing: that turn fails, the rest of its conversation is
+    skipped (its history would be wrong), other conversations finish; supplying the file and
+    rerunning computes only what was missing."""
+    dataset = loader.load(sources.bundled_sample(), limit=3)
+    replies = tmp_path / "replies"
+    for conv in dataset.conversations:
+        for turn in conv.turns:
+            (replies / conv.id).mkdir(parents=True, exist_ok=True)
+            shutil.copy(turn.audio_path, replies / conv.id / f"turn_{turn.index}.wav")
+            (replies / conv.id / f"turn_{turn.index}.txt").write_text(f"reply {turn.index}")
+    victim = dataset.conversations[1]
+    hidden = replies / victim.id / "turn_0.wav"
+    hidden.rename(tmp_path / "held.wav")
+    overrides = ["dataset=sample", "model=recorded", f"model.backend.folder={replies}", "asr=none", "limit=3"]
+
+    first = stepeval_run(tmp_path / "results", *overrides)
+    assert first.returncode == 0, first.stderr
+    run_dir = only_run(tmp_path / "results")
+    records = stable_records(run_dir, "replay")
+    assert records[(victim.id, 0)]["status"] == "failed" and "turn_0" in records[(victim.id, 0)]["error"]
+    assert all(records[(victim.id, t.index)]["status"] == "skipped" for t in victim.turns[1:])
+    others = [(c.id, t.index) for c in dataset.conversations if c is not victim for t in c.turns]
+    assert all(records[key]["status"] == "ok" for key in others)
+    got = summary(run_dir)
+    assert got["turns"]["failed"] == 1 and got["turns"]["skipped"] == len(victim.turns) - 1
+    duration = got["metrics"]["duration_s"]["overall"]
+    assert duration["missing"] == len(victim.turns) and duration["scored"] == len(others)
+    assert "1 record(s) failed" in (run_dir / "table.md").read_text()
+
+    (tmp_path / "held.wav").rename(hidden)
+    second = stepeval_run(tmp_path / "results", *overrides)
+    assert second.returncode == 0, second.stderr
+    total = len(others) + len(victim.turns)
+    assert f"replay: {total} records: {len(others)} reused, {len(victim.turns)} computed" in second.stdout
+    assert summary(run_dir)["metrics"]["duration_s"]["overall"]["missing"] == 0
+
+
+def test_demo_multirun_prints_comparison_of_control_systems(tmp_path: Path):
+    result = stepeval_run(
+        tmp_path, "--multirun", "dataset=sample", "model=silence,noise,parrot,canned", "asr=whisper_base_offline", "limit=2"
+    )
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "sweeps" / "comparison.md").read_text()
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| sample-")}
+    assert set(rows) == {"silence", "noise", "parrot", "canned"}
+    assert "Comparison of 4 runs" in result.stdout
+    speech = {m: summary(next(tmp_path.glob(f"sample-{m}-*")))["metrics"]["speech_detected"]["overall"]["mean"] for m in rows}
+    # a sound pipeline ranks the controls: no speech from silence or noise, speech from parrot and canned
+    assert speech["silence"] == 0 and speech["parrot"] == 1 and speech["canned"] == 1
+    silent = summary(next(tmp_path.glob("sample-silence-*")))["metrics"]
+    assert silent["language_match"]["overall"]["mean"] is None  # unknown, not 0
+    assert (
+        silent["language_match"]["overall"]["missing"]
+        == silent["language_match"]["overall"]["scored"] + silent["language_match"]["overall"]["missing"]
+    )
