@@ -1,0 +1,98 @@
+"""Which responder a model config asks for: the wire client when it names endpoints, else its in-process backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from stepeval.client.endpoints import Endpoint
+from stepeval.client.responder import InProcess
+from stepeval.client.wire import WireClient, WireSettings
+from stepeval.config import check_target, to_container
+
+# model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
+# so adding a replica, rotating a key or raising a timeout resumes the same run
+TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream")
+
+
+def uses_wire(model: DictConfig) -> bool:
+    return bool(model.get("base_url") or model.get("endpoints"))
+
+
+# keys only the wire client reads: left out of an in-process model's run name, which stays what it was
+WIRE_KEYS = ("wire_model", "sampling", "modalities", "voice", "audio_format", "send_metadata", "extra_body")
+
+
+def model_identity(model: dict) -> dict:
+    """The model config minus transport keys (for the run name)."""
+    drop = TRANSPORT_KEYS if model.get("base_url") or model.get("endpoints") else TRANSPORT_KEYS + WIRE_KEYS
+    return {k: v for k, v in model.items() if k not in drop}
+
+
+def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
+    listed = list(model.get("endpoints") or [])
+    if model.get("base_url"):
+        listed.insert(0, {"base_url": model["base_url"], "api_key": model.get("api_key"), "concurrency": None})
+    out = []
+    for i, item in enumerate(listed):
+        where = "model.base_url" if model.get("base_url") and i == 0 else f"model.endpoints[{i - bool(model.get('base_url'))}]"
+        url = str(item.get("base_url") or "")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{where}.base_url={url!r}: need an http(s) URL such as http://127.0.0.1:8000/v1")
+        limit = item.get("concurrency") or default_limit
+        if limit < 1:
+            raise ValueError(f"{where}.concurrency must be >= 1, got {limit}")
+        key = item.get("api_key") if item.get("api_key") is not None else model.get("api_key")
+        out.append(Endpoint(i, url.rstrip("/"), key, int(limit), float(model.get("timeout_s") or 300.0)))
+    return out
+
+
+def wire_client(model: dict, default_limit: int) -> WireClient:
+    sampling = dict(model.get("sampling") or {})
+    settings = WireSettings(
+        wire_model=str(model.get("wire_model") or model["name"]),
+        sampling=sampling,
+        modalities=list(model.get("modalities") or ["text", "audio"]),
+        voice=model.get("voice"),
+        audio_format=str(model.get("audio_format") or "wav"),
+        stream=bool(model.get("stream")),
+        timeout_s=float(model.get("timeout_s") or 300.0),
+        max_retries=int(model["max_retries"] if model.get("max_retries") is not None else 4),
+        send_metadata=bool(model.get("send_metadata", True)),
+        extra_body=dict(model.get("extra_body") or {}),
+    )
+    return WireClient(endpoints_from(model, default_limit), settings)
+
+
+def check_endpoints(client: WireClient, timeout_s: float = 10.0) -> None:
+    """Fail before any turn if an endpoint cannot be reached or rejects the key (GET /models)."""
+    for endpoint in client.pool.endpoints:
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        try:
+            response = httpx.get(f"{endpoint.base_url}/models", headers=headers, timeout=timeout_s)
+        except httpx.HTTPError as err:
+            raise ConnectionError(f"endpoint {endpoint.index} ({endpoint.base_url}) cannot be reached: {err}") from None
+        if response.status_code in (401, 403):
+            raise PermissionError(
+                f"endpoint {endpoint.index} ({endpoint.base_url}) refuses the api key (HTTP {response.status_code});"
+                " set model.api_key or the environment variable the model config reads it from"
+            )
+
+
+def build_responder(cfg: DictConfig) -> Any:
+    """The responder for ``cfg.model``: wire client for endpoints, else the in-process backend."""
+    model = cfg.model
+    workers = model.concurrency or cfg.concurrency
+    if uses_wire(model):
+        client = wire_client(to_container(model), workers)
+        check_endpoints(client)
+        return client
+    if model.backend is None:
+        raise ValueError(f"model={model.name}: no endpoints (model.base_url / model.endpoints) and no backend (model.backend)")
+    check_target(model.backend, "model.backend")
+    backend = instantiate(model.backend)
+    backend.check()
+    return InProcess(backend, workers=workers)
