@@ -19,6 +19,7 @@ class Transcript:
     text: str
     language: str | None
     language_probability: float | None
+    engine: str | None = None  # which engine heard it (a router names its branch)
 
 
 class WhisperASR:
@@ -78,11 +79,13 @@ class WhisperASR:
             ident["model_sha256"] = packaged_whisper.SHA256["model.bin"]
         return ident
 
-    def transcribe(self, samples: np.ndarray, rate: int) -> Transcript:
+    def transcribe(self, samples: np.ndarray, rate: int, language: str | None = None) -> Transcript:
+        """``language`` is the conversation's language: a hint only. Whisper still detects the reply's
+        language (unless ``self.language`` forces one), so a reply in the wrong language shows."""
         model = _load(self._model_path(), self.device, self.compute_type, self.cpu_threads)
         speech = audio_io.resample(samples, rate, ASR_RATE)
         if speech.size < ASR_RATE // 10:
-            return Transcript("", None, None)
+            return Transcript("", None, None, "faster-whisper")
         segments, info = model.transcribe(
             speech,
             beam_size=self.beam_size,
@@ -93,7 +96,19 @@ class WhisperASR:
             temperature=0.0,
         )
         text = "".join(segment.text for segment in segments).strip()
-        return Transcript(text, info.language, round(float(info.language_probability), 4))
+        if self.language:  # forced decoding language: report the language actually heard, not the forced one
+            heard, probability = self.detect_language(speech, ASR_RATE)
+            return Transcript(text, heard, probability, "faster-whisper")
+        return Transcript(text, info.language, round(float(info.language_probability), 4), "faster-whisper")
+
+    def detect_language(self, samples: np.ndarray, rate: int) -> tuple[str | None, float | None]:
+        """Spoken language by Whisper's language-identification head (one 30 s window), no decoding."""
+        speech = audio_io.resample(samples, rate, ASR_RATE)
+        if speech.size < ASR_RATE // 10:
+            return None, None
+        model = _load(self._model_path(), self.device, self.compute_type, self.cpu_threads)
+        language, probability, _ = model.detect_language(speech, vad_filter=self.vad_filter)
+        return language, round(float(probability), 4)
 
 
 @functools.lru_cache(maxsize=2)
@@ -104,3 +119,14 @@ def _load(path: str, device: str, compute_type: str, cpu_threads: int):
     from faster_whisper import WhisperModel
 
     return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+def transcript_fingerprint(engine, replay: dict) -> str:
+    """What a reply's ASR record depends on: the engine, the audio, and for engines that route by the
+    conversation language (``uses_language``), that language."""
+    from stepeval.store import fingerprint
+
+    parts = [engine.identity(), replay.get("audio_sha256")]
+    if getattr(engine, "uses_language", False):
+        parts.append(replay.get("language"))
+    return fingerprint(*parts)

@@ -1,19 +1,63 @@
-"""Per-reply metrics that need no LLM: duration, silence, speech present, reply language,
-and agreement between a model's text channel and the ASR of its speech.
+"""Per-reply metrics that need no LLM: duration, silence, speech present, reply language, agreement
+between a model's text channel and the ASR of its speech, DNSMOS / UTMOS quality, speaker
+consistency within the conversation, speaking rate, pitch statistics and sanity flags.
 
 Every metric is a number or ``None`` with a reason: a value that could not be computed is
-missing, never 0.
+missing, never 0. Which categories a metric means something for is decided later, at
+aggregation (``stepeval.judges.applicability``), so that changing it needs no recompute.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from stepeval import audio as audio_io
+from stepeval.judges import dnsmos, prosody, speaker, utmos
 from stepeval.judges.text_norm import error_rate, language_family
 
-VERSION = "signals-v1"
-METRICS = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
+VERSION = "signals-v2"
+BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
+QUALITY = (*dnsmos.METRICS, "utmos")
+FLAGS = ("flag_empty", "flag_silent", "flag_clipped", "flag_truncated")
+PITCH = ("f0_median_hz", "f0_std_st", "f0_range_st")
+RATE_METRICS = ("speech_rate_cps", "speech_rate_wps")
+METRICS = (*BASIC, *QUALITY, "speaker_consistency", *RATE_METRICS, *PITCH, *FLAGS)
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SignalOptions:
+    """Which model-based signals run (``metrics.signals`` in the config)."""
+
+    dnsmos: bool = True
+    speaker: bool = True
+    pitch: bool = True
+    utmos: bool = False
+
+    @classmethod
+    def from_config(cls, node: Mapping | None) -> SignalOptions:
+        return cls(**{k: bool(v) for k, v in dict(node or {}).items() if k in cls.__dataclass_fields__})
+
+
+def identity(options: SignalOptions) -> dict:
+    """What the scores depend on besides the inputs: version, options and which models could load here
+    (installing Resemblyzer later recomputes the turns it was missing for)."""
+    return {"version": VERSION, "options": asdict(options), "unavailable": _unavailable(options)}
+
+
+def _unavailable(options: SignalOptions) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    if options.dnsmos:
+        out["dnsmos"] = dnsmos.unavailable()
+    if options.speaker:
+        out["speaker"] = speaker.unavailable()
+    if options.utmos:
+        out["utmos"] = utmos.unavailable()
+    return out
 
 
 @dataclass
@@ -24,48 +68,166 @@ class TurnScores:
     def set(self, name: str, value: float | None, why_missing: str = "") -> None:
         self.values[name] = None if value is None else round(float(value), 6)
         if value is None:
-            self.missing[name] = why_missing
+            self.missing[name] = why_missing or "not computed"
+        else:
+            self.missing.pop(name, None)
+
+    def set_all(self, names, why_missing: str) -> None:
+        for name in names:
+            self.set(name, None, why_missing)
 
 
-def score_turn(replay: dict, asr: dict | None, audio_root) -> TurnScores:
-    """Scores for one replay record, given its ASR record (None when ASR was not run)."""
+def score_turn(
+    replay: dict, asr: dict | None, audio_root: Path, options: SignalOptions | None = None, samples=None
+) -> TurnScores:
+    """Scores for one replay record, given its ASR record (None when ASR was not run). Speaker
+    consistency needs the whole conversation: ``score_conversation`` fills it in."""
+    options = options or SignalOptions()
     scores = TurnScores()
     if replay.get("status") != "ok":
-        for name in METRICS:
-            scores.set(name, None, f"turn {replay.get('status')}: {replay.get('error', '')}".strip())
+        scores.set_all(METRICS, f"turn {replay.get('status')}: {replay.get('error', '')}".strip())
         return scores
-    if replay.get("audio"):
-        samples, rate = audio_io.read(audio_root / replay["audio"])
-        scores.set("duration_s", audio_io.duration(samples, rate))
-        scores.set("silence_share", audio_io.silence_share(samples, rate))
-    else:
-        for name in ("duration_s", "silence_share"):
-            scores.set(name, None, "text-only reply: no speech to measure")
-
     if not replay.get("audio"):
-        for name in ("speech_detected", "language_match", "text_speech_error"):
-            scores.set(name, None, "text-only reply: no speech")
+        scores.set_all(METRICS, "text-only reply: no speech")
         return scores
-    if asr is None or asr.get("status") != "ok":
-        why = "ASR not run" if asr is None else f"ASR failed: {asr.get('error')}"
-        for name in ("speech_detected", "language_match", "text_speech_error"):
-            scores.set(name, None, why)
-        return scores
+    if samples is None:
+        samples = audio_io.read(audio_root / replay["audio"])
+    audio, rate = samples
+    scores.set("duration_s", audio_io.duration(audio, rate))
+    scores.set("silence_share", audio_io.silence_share(audio, rate))
+    flags = prosody.flags(audio, rate)
+    for name, value in flags.items():
+        scores.set(name, value)
+    no_sound = "reply is empty" if flags["flag_empty"] else ("reply is silent" if flags["flag_silent"] else "")
+    _quality(scores, audio, rate, options, no_sound)
+    _pitch(scores, audio, rate, options, no_sound)
+    _heard(scores, replay, asr, audio, rate)
+    scores.set("speaker_consistency", None, "needs the conversation's other replies (score_conversation)")
+    return scores
 
+
+def _quality(scores: TurnScores, audio: np.ndarray, rate: int, options: SignalOptions, no_sound: str) -> None:
+    if not options.dnsmos:
+        scores.set_all(dnsmos.METRICS, "DNSMOS off (metrics.signals.dnsmos=false)")
+    elif no_sound:
+        scores.set_all(dnsmos.METRICS, f"{no_sound}: no speech to rate")
+    else:
+        try:
+            for name, value in dnsmos.score(audio, rate).items():
+                scores.set(name, value)
+        except (RuntimeError, ValueError) as err:
+            scores.set_all(dnsmos.METRICS, str(err))
+    if not options.utmos:
+        scores.set("utmos", None, "UTMOS off (metrics.signals.utmos=false): its weights come from torch.hub (GitHub)")
+    elif no_sound:
+        scores.set("utmos", None, f"{no_sound}: no speech to rate")
+    else:
+        try:
+            scores.set("utmos", utmos.score(audio, rate))
+        except (RuntimeError, ValueError) as err:
+            scores.set("utmos", None, str(err))
+
+
+def _pitch(scores: TurnScores, audio: np.ndarray, rate: int, options: SignalOptions, no_sound: str) -> None:
+    if not options.pitch:
+        scores.set_all(PITCH, "pitch off (metrics.signals.pitch=false)")
+        return
+    if no_sound:
+        scores.set_all(PITCH, f"{no_sound}: no pitch to measure")
+        return
+    try:
+        result = prosody.pitch(audio, rate)
+    except ImportError as err:
+        result = f"pitch tracking needs librosa ({err}): pip install 'stepeval[judges]'"
+    if isinstance(result, str):
+        scores.set_all(PITCH, result)
+    else:
+        for name, value in result.items():
+            scores.set(name, value)
+
+
+def _heard(scores: TurnScores, replay: dict, asr: dict | None, audio: np.ndarray, rate: int) -> None:
+    """Metrics that need the transcript: speech detected, reply language, text/speech agreement, speaking rate."""
+    needs_asr = ("speech_detected", "language_match", "text_speech_error", *RATE_METRICS)
+    if asr is None or asr.get("status") != "ok":
+        scores.set_all(needs_asr, "ASR not run" if asr is None else f"ASR failed: {asr.get('error')}")
+        return
     heard = (asr.get("text") or "").strip()
     scores.set("speech_detected", 1.0 if heard else 0.0)
-    if heard and asr.get("language"):
-        scores.set("language_match", float(language_family(asr["language"]) == language_family(replay["language"])))
-    else:
+    if not heard:
         scores.set("language_match", None, "no speech recognised: reply language unknown")
+    elif not asr.get("language"):
+        scores.set("language_match", None, f"ASR engine {asr.get('engine') or '?'} reports no language")
+    elif not replay.get("language"):
+        scores.set("language_match", None, "conversation language unknown (no language field in the dataset)")
+    else:
+        scores.set("language_match", float(language_family(asr["language"]) == language_family(replay.get("language"))))
 
     text = (replay.get("text") or "").strip()
     if not text:
         scores.set("text_speech_error", None, "model returned no text channel")
     else:
-        result = error_rate(text, heard)
+        result = error_rate(text, heard, replay.get("language"))
         if result is None:
             scores.set("text_speech_error", None, "text channel empty after normalisation")
         else:
-            scores.set("text_speech_error", result[0])
-    return scores
+            scores.set("text_speech_error", result.value)
+
+    spoken_language = asr.get("language") or replay.get("language")
+    rate_result = prosody.speaking_rate(heard, spoken_language, prosody.speech_span_seconds(audio, rate))
+    if rate_result is None:
+        scores.set_all(RATE_METRICS, "no recognised words or no speech span")
+        return
+    name, value = rate_result
+    scores.set(name, value)
+    other = {
+        "speech_rate_wps": "words/s is for space-delimited languages; this reply is in characters/s (speech_rate_cps)",
+        "speech_rate_cps": "characters/s is for Chinese, Cantonese and Japanese; this reply is in words/s (speech_rate_wps)",
+    }
+    for metric, why in other.items():
+        if metric != name:
+            scores.set(metric, None, why)
+
+
+def score_conversation(
+    replays: list[dict], asrs: Mapping[Key, dict | None], audio_root: Path, options: SignalOptions | None = None
+) -> dict[Key, TurnScores]:
+    """Scores for every turn of one conversation, speaker consistency included (each reply against the
+    mean voice of the conversation's other replies)."""
+    options = options or SignalOptions()
+    out: dict[Key, TurnScores] = {}
+    embeddings: dict[Key, np.ndarray] = {}
+    why_not: dict[Key, str] = {}
+    speaker_off = "speaker consistency off (metrics.signals.speaker=false)" if not options.speaker else speaker.unavailable()
+    for replay in replays:
+        key = (replay["conversation_id"], int(replay["turn"]))
+        samples = None
+        try:
+            if replay.get("status") == "ok" and replay.get("audio"):
+                samples = audio_io.read(audio_root / replay["audio"])
+            scores = score_turn(replay, asrs.get(key), audio_root, options, samples)
+        except Exception as err:  # one unreadable reply must not stop the stage: its scores are missing
+            scores, samples = TurnScores(), None
+            scores.set_all(METRICS, f"scoring failed: {type(err).__name__}: {err}")
+        out[key] = scores
+        if samples is None:
+            why_not[key] = scores.missing.get("duration_s", "no speech")
+        elif scores.values.get("flag_empty") or scores.values.get("flag_silent"):
+            why_not[key] = "reply is empty or silent: no voice to compare"
+        elif speaker_off:
+            why_not[key] = speaker_off
+        else:
+            vector = speaker.embed(*samples)
+            if vector is None:
+                why_not[key] = f"under {speaker.MIN_SECONDS} s of voiced speech: no voice to compare"
+            else:
+                embeddings[key] = vector
+    similarity = speaker.consistency(embeddings)
+    for key, scores in out.items():
+        if key in similarity:
+            scores.set("speaker_consistency", similarity[key])
+        elif key in why_not:
+            scores.set("speaker_consistency", None, why_not[key])
+        else:
+            scores.set("speaker_consistency", None, "no other reply in this conversation has a voice to compare with")
+    return out

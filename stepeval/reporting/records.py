@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepeval.judges.applicability import Applicability
 from stepeval.store import Key, RecordLog
 
 SCORE_LOG_PATTERNS = ("score.jsonl", "judge-*.jsonl")
@@ -24,10 +25,12 @@ def score_logs(run_dir: Path) -> list[Path]:
     return sorted({p for pattern in SCORE_LOG_PATTERNS for p in records.glob(pattern)})
 
 
-def turn_scores(run_dir: Path, keys: set[Key] | None = None) -> pd.DataFrame:
+def turn_scores(run_dir: Path, keys: set[Key] | None = None, applicability: Applicability | None = None) -> pd.DataFrame:
     """Long table: one row per (conversation, turn, metric); ``value`` is NaN when missing.
 
     ``keys`` restricts to the given (conversation id, turn) pairs (the current dataset selection).
+    Rows of a metric for a category it does not apply to are dropped (``applicability``, else the
+    run manifest's ``config.metrics``); ``frame.attrs['not_applicable']`` says which.
     """
     rows = []
     for path in score_logs(run_dir):
@@ -48,4 +51,5 @@ def turn_scores(run_dir: Path, keys: set[Key] | None = None) -> pd.DataFrame:
                         "stage": path.stem,
                     }
                 )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return (applicability or Applicability.from_run(run_dir)).filter(frame)
