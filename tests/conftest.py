@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest_runs import demo_runs  # noqa: F401  (session fixture: real silence and parrot demo runs)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,0 +1,178 @@
+"""``stepeval leaderboard <runs...>``: one table over many runs, as Markdown, CSV, LaTeX and JSON.
+
+Rows are runs (models), columns are metrics; every cell carries the mean, a 95% interval that
+resamples conversations, and the scored/missing counts. The CSV and JSON hold the numbers
+unformatted, for plotting or further analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
+from stepeval.reporting.tables import (
+    CELL_LEGEND,
+    NOT_RUN,
+    Run,
+    direction,
+    direction_word,
+    expand_run_dirs,
+    format_interval,
+    interval,
+    load_run,
+)
+
+FORMATS = ("md", "csv", "tex", "json")
+FIELDS = ("mean", "low", "high", "scored", "missing", "conversations")
+
+
+def _describe(run: Run) -> dict:
+    config = run.manifest.get("config", {})
+    return {
+        "run": run.name,
+        "model": run.model,
+        "dataset": (config.get("dataset") or {}).get("name"),
+        "asr": (config.get("asr") or {}).get("name"),
+        "judge": (config.get("judge") or {}).get("name"),
+        "history": run.manifest.get("history"),
+        "path": str(run.root),
+    }
+
+
+def build(
+    runs: list[Run], metrics: list[str] | None = None, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES
+) -> dict:
+    """The leaderboard as data: {"metrics": [...], "rows": [{run..., "cells": {metric: Interval | None}}], ...}."""
+    if metrics is None:
+        metrics = list(dict.fromkeys(m for run in runs for m in run.metrics()))
+    rows = []
+    for run in runs:
+        present = set(run.metrics())
+        cells = {m: (interval(run.scores, m, seed=seed, resamples=resamples) if m in present else None) for m in metrics}
+        rows.append({**_describe(run), "cells": cells})
+    directions = {m: direction(m, runs[0].manifest if runs else None) for m in metrics}
+    datasets = {json.dumps(run.manifest.get("dataset", {}).get("files_sha256"), sort_keys=True) for run in runs}
+    notes = []
+    if len(datasets) > 1:
+        notes.append("the runs are on different dataset files (files_sha256 differ): their scores are not comparable")
+    absent = [m for m in metrics if all(row["cells"][m] is None for row in rows)]
+    if absent:
+        notes.append(f"not run in any of these runs: {', '.join(absent)}")
+    return {
+        "metrics": metrics,
+        "directions": directions,
+        "rows": rows,
+        "seed": seed,
+        "resamples": resamples,
+        "level": DEFAULT_LEVEL,
+        "notes": notes,
+    }
+
+
+def numbers_frame(board: dict) -> pd.DataFrame:
+    """Flat numbers: one row per run, ``<metric>_<field>`` columns (empty where not run), ``<metric>_status``."""
+    rows = []
+    for row in board["rows"]:
+        flat = {k: v for k, v in row.items() if k != "cells"}
+        for metric in board["metrics"]:
+            cell = row["cells"][metric]
+            flat[f"{metric}_status"] = NOT_RUN if cell is None else ("ok" if cell.mean is not None else "no scored turn")
+            for name in FIELDS:
+                flat[f"{metric}_{name}"] = None if cell is None else getattr(cell, name)
+        rows.append(flat)
+    return pd.DataFrame(rows)
+
+
+def display_frame(board: dict) -> pd.DataFrame:
+    """Formatted cells for Markdown and LaTeX: 'mean [low, high] (scored/total)'."""
+    rows = []
+    for row in board["rows"]:
+        shown = {"run": row["run"], "model": row["model"]}
+        shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
+        rows.append(shown)
+    columns = ["run", "model", *board["metrics"]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def to_json(board: dict) -> str:
+    rows = []
+    for row in board["rows"]:
+        cells = {m: ({"status": NOT_RUN} if c is None else {"status": "ok", **c.to_dict()}) for m, c in row["cells"].items()}
+        rows.append({**{k: v for k, v in row.items() if k != "cells"}, "metrics": cells})
+    payload = {
+        "metrics": board["metrics"],
+        "directions": {m: direction_word(d) for m, d in board["directions"].items()},
+        "interval": {
+            "level": board["level"],
+            "method": "cluster bootstrap over conversations",
+            "resamples": board["resamples"],
+            "seed": board["seed"],
+        },
+        "rows": rows,
+        "notes": board["notes"],
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+def to_markdown(board: dict) -> str:
+    frame = display_frame(board)
+    header = ", ".join(f"{m}: {direction_word(d)}" for m, d in board["directions"].items())
+    text = frame.to_markdown(index=False) + f"\n\n{CELL_LEGEND}\n\nDirections: {header}.\n"
+    return text + "".join(f"\n- {n}" for n in board["notes"]) + ("\n" if board["notes"] else "")
+
+
+def to_latex(board: dict) -> str:
+    frame = display_frame(board)
+    caption = "Overall scores: mean [95\\% cluster-bootstrap interval] (scored/total turns)."
+    return frame.to_latex(index=False, escape=True, caption=caption, label="tab:stepeval-leaderboard")
+
+
+def write(board: dict, out: Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {
+        "md": to_markdown,
+        "csv": lambda b: numbers_frame(b).to_csv(index=False),
+        "tex": to_latex,
+        "json": to_json,
+    }
+    paths = {}
+    for fmt_name in formats:
+        path = out / f"leaderboard.{fmt_name}"
+        path.write_text(writers[fmt_name](board), encoding="utf-8")
+        paths[fmt_name] = path
+    return paths
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stepeval leaderboard", description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (results/<run>), or folders holding runs (a sweep)")
+    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: ./leaderboard)")
+    p.add_argument("--metrics", nargs="+", help="metrics to show, in this order (default: every metric of the runs)")
+    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (recorded in the JSON)")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        runs = [load_run(path) for path in expand_run_dirs(args.runs)]
+    except (FileNotFoundError, ValueError) as err:
+        print(f"stepeval leaderboard: error: {err}", file=sys.stderr)
+        return 2
+    metrics = [m for item in args.metrics for m in item.split(",") if m] if args.metrics else None
+    board = build(runs, metrics, seed=args.seed, resamples=args.resamples)
+    paths = write(board, args.out, tuple(args.formats))
+    print(to_markdown(board))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

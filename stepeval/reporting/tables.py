@@ -1,0 +1,222 @@
+"""Category x metric tables with cluster-bootstrap intervals and counts, for one run or many.
+
+Every cell is an ``Interval``: mean, 95% interval, scored and missing counts. A metric that a
+run never produced (no judge ran) is "not run", never blank and never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from stepeval.reporting.records import turn_scores
+from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, cluster_bootstrap, metric_frame
+
+OVERALL = "overall"
+NOT_RUN = "not run"
+NOT_APPLICABLE = "not applicable"
+
+# True: higher is better; False: lower is better; None: neutral (no better direction).
+# A run's manifest ``config.metrics`` (the metric-applicability config) overrides these.
+DEFAULT_DIRECTIONS: dict[str, bool | None] = {
+    "duration_s": None,
+    "silence_share": False,
+    "speech_detected": True,
+    "language_match": True,
+    "text_speech_error": False,
+    "factuality": True,
+    "relevance": True,
+    "chat_score": True,
+    "instruction_following": True,
+    "audio_quality": True,
+}
+
+
+@dataclass
+class Run:
+    """What the reporting commands need from one run folder."""
+
+    root: Path
+    manifest: dict
+    scores: pd.DataFrame  # records.turn_scores output
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("run_name") or self.root.name)
+
+    @property
+    def model(self) -> str:
+        return str(_get(self.manifest, "config", "model", "name") or self.summary.get("model") or "?")
+
+    @property
+    def metric_config(self) -> dict[str, dict]:
+        return metric_config(self.manifest)
+
+    def metrics(self) -> list[str]:
+        """Metrics with at least one row in this run, in record order."""
+        return list(dict.fromkeys(self.scores["metric"]))
+
+
+def _get(data: dict, *path: str):
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def load_run(path: Path) -> Run:
+    """Read a run folder; a folder that is not a stepeval run is an error naming it."""
+    root = Path(path)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{root}: no manifest.json, not a stepeval run folder (expected results/<run>/)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{manifest_path}: not valid JSON ({err})") from err
+    summary_path = root / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    return Run(root, manifest, turn_scores(root), summary)
+
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run folders as given; a folder without a manifest (a sweep folder, results/) stands for the runs inside it."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "manifest.json").is_file():
+            found.append(path)
+            continue
+        inner = sorted(p.parent for p in path.glob("*/manifest.json")) if path.is_dir() else []
+        if not inner:
+            raise FileNotFoundError(f"{path}: neither a run folder (manifest.json) nor a folder of runs")
+        found.extend(inner)
+    return list(dict.fromkeys(found))
+
+
+def metric_config(manifest: dict) -> dict[str, dict]:
+    """``config.metrics`` rules normalised to {metric: settings} (``higher_is_better``, ``applies_to``...).
+
+    Accepts the metrics config group ({"rules": {metric: {...}}, ...}), a plain {metric: {...}} mapping
+    or a list of {"name": metric, ...} entries.
+    """
+    raw = _get(manifest, "config", "metrics")
+    if isinstance(raw, dict) and isinstance(raw.get("rules"), dict):
+        raw = raw["rules"]
+    elif isinstance(raw, dict) and "rules" in raw:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): (v if isinstance(v, dict) else {"enabled": v}) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return {str(e["name"]): e for e in raw if isinstance(e, dict) and "name" in e}
+    return {}
+
+
+def direction(metric: str, manifest: dict | None = None) -> bool | None:
+    """True if higher is better, False if lower is, None if neither (or unknown)."""
+    settings = metric_config(manifest or {}).get(metric, {})
+    if "higher_is_better" in settings and settings["higher_is_better"] is not None:
+        return bool(settings["higher_is_better"])
+    return DEFAULT_DIRECTIONS.get(metric)
+
+
+def direction_word(higher_is_better: bool | None) -> str:
+    return {True: "higher is better", False: "lower is better"}.get(higher_is_better, "neutral")
+
+
+def interval(frame: pd.DataFrame, metric: str, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> Interval:
+    return cluster_bootstrap(metric_frame(frame, metric), resamples=resamples, seed=seed)
+
+
+def category_table(
+    frame: pd.DataFrame,
+    metrics: list[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> dict:
+    """{"categories": [...], "metrics": {metric: {"overall": Interval | None, "by_category": {cat: Interval}}}}.
+
+    A requested metric with no rows in ``frame`` maps to None ("not run").
+    """
+    metrics = metrics or list(dict.fromkeys(frame["metric"]))
+    categories = sorted(frame["category"].dropna().unique().tolist()) if len(frame) else []
+    not_applicable = frame.attrs.get("not_applicable", {}) or {}
+    out: dict = {"categories": categories, "metrics": {}, "seed": seed, "resamples": resamples, "not_applicable": not_applicable}
+    for metric in metrics:
+        part = metric_frame(frame, metric)
+        if part.empty:
+            out["metrics"][metric] = None
+            continue
+        by_category = {
+            cat: cluster_bootstrap(group, resamples=resamples, seed=seed) for cat, group in part.groupby("category", sort=True)
+        }
+        out["metrics"][metric] = {OVERALL: cluster_bootstrap(part, resamples=resamples, seed=seed), "by_category": by_category}
+    return out
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def format_interval(cell: Interval | None, digits: int = 3) -> str:
+    """'0.727 [0.523, 0.909] (22/22)': mean, 95% interval, scored/total turns."""
+    if cell is None:
+        return NOT_RUN
+    counts = f"({cell.scored}/{cell.scored + cell.missing})"
+    if cell.mean is None:
+        return f"n/a {counts}"
+    if cell.low is None:
+        return f"{fmt(cell.mean, digits)} [n/a: {cell.conversations} conv.] {counts}"
+    return f"{fmt(cell.mean, digits)} [{fmt(cell.low, digits)}, {fmt(cell.high, digits)}] {counts}"
+
+
+CELL_LEGEND = (
+    "Each cell: mean over scored turns [95% cluster-bootstrap interval, conversations resampled] "
+    "(scored/total turns); n/a: no turn could be scored; not run: the metric was not computed in this run; "
+    "not applicable: the metric does not apply to the category (metrics config)."
+)
+
+
+def markdown_category_table(table: dict, legend: bool = True) -> str:
+    """Category rows (and overall) x metric columns."""
+    metrics = list(table["metrics"])
+    lines = ["| category | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+    for category in [*table["categories"], OVERALL]:
+        cells = []
+        for metric in metrics:
+            entry = table["metrics"][metric]
+            if entry is None:
+                cells.append(NOT_RUN)
+                continue
+            cell = entry[OVERALL] if category == OVERALL else entry["by_category"].get(category)
+            cells.append(format_interval(cell) if cell is not None else absent_cell(table, metric, category))
+        name = f"**{category}**" if category == OVERALL else escape_markdown(category)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    return text + (f"\n{CELL_LEGEND}\n" if legend else "")
+
+
+def absent_cell(table: dict, metric: str, category: str) -> str:
+    """A category without rows for a metric: excluded by the applicability config, or simply no turns."""
+    return NOT_APPLICABLE if category in table.get("not_applicable", {}).get(metric, []) else "n/a (0/0)"
+
+
+def long_table(table: dict) -> pd.DataFrame:
+    """One row per (metric, category incl. overall): mean, low, high, scored, missing, conversations."""
+    rows = []
+    for metric, entry in table["metrics"].items():
+        if entry is None:
+            rows.append({"metric": metric, "category": OVERALL, "status": NOT_RUN})
+            continue
+        for category, cell in [*entry["by_category"].items(), (OVERALL, entry[OVERALL])]:
+            rows.append({"metric": metric, "category": category, "status": "ok", **cell.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def escape_markdown(text: str) -> str:
+    """Record text inside a Markdown table cell: pipes and newlines would break the row."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

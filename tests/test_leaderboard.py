@@ -1,0 +1,92 @@
+"""`stepeval leaderboard` over the real silence and parrot demo runs: four formats that agree with the runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stepeval.cli import main as cli
+from stepeval.reporting.records import turn_scores
+
+
+def expected(run: Path) -> pd.DataFrame:
+    """Per metric, straight from the run's records: mean over scored turns, scored and missing counts."""
+    scores = turn_scores(run)
+    grouped = scores.groupby("metric")["value"]
+    return pd.DataFrame({"mean": grouped.mean(), "scored": grouped.count(), "missing": grouped.apply(lambda v: v.isna().sum())})
+
+
+@pytest.fixture(scope="module")
+def board(demo_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("leaderboard")
+    code = cli(["leaderboard", str(demo_runs["silence"]), str(demo_runs["parrot"]), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_all_four_formats_are_written(board: Path):
+    assert sorted(p.name for p in board.iterdir()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md", "leaderboard.tex"]
+
+
+def test_csv_numbers_match_each_runs_turn_scores(board: Path, demo_runs: dict[str, Path]):
+    table = pd.read_csv(board / "leaderboard.csv")
+    assert sorted(table["model"]) == ["parrot", "silence"]
+    for model, run in demo_runs.items():
+        row = table[table["model"] == model].iloc[0]
+        assert row["run"] == run.name
+        for metric, want in expected(run).iterrows():
+            assert row[f"{metric}_scored"] == want["scored"], (model, metric)
+            assert row[f"{metric}_missing"] == want["missing"], (model, metric)
+            if want["scored"]:
+                assert row[f"{metric}_mean"] == pytest.approx(want["mean"]), (model, metric)
+                assert row[f"{metric}_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_high"]
+            else:
+                assert pd.isna(row[f"{metric}_mean"]) and row[f"{metric}_status"] == "no scored turn"
+
+
+def test_json_numbers_match_each_runs_turn_scores(board: Path, demo_runs: dict[str, Path]):
+    data = json.loads((board / "leaderboard.json").read_text())
+    assert data["interval"]["method"] == "cluster bootstrap over conversations" and data["interval"]["seed"] == 0
+    assert data["directions"]["silence_share"] == "lower is better"
+    rows = {row["model"]: row for row in data["rows"]}
+    for model, run in demo_runs.items():
+        for metric, want in expected(run).iterrows():
+            cell = rows[model]["metrics"][metric]
+            assert (cell["scored"], cell["missing"]) == (want["scored"], want["missing"])
+            if want["scored"]:
+                assert cell["mean"] == pytest.approx(want["mean"])
+    # silence never speaks, parrot always does: the table must say so
+    assert rows["silence"]["metrics"]["speech_detected"]["mean"] == 0.0
+    assert rows["parrot"]["metrics"]["speech_detected"]["mean"] == 1.0
+
+
+def test_markdown_and_latex_show_every_run_with_intervals(board: Path, demo_runs: dict[str, Path]):
+    markdown = (board / "leaderboard.md").read_text()
+    latex = (board / "leaderboard.tex").read_text()
+    for run in demo_runs.values():
+        assert run.name in markdown and run.name in latex
+    assert "(22/22)" in markdown and "cluster-bootstrap" in markdown
+    assert "\\begin{tabular}" in latex and "speech\\_detected" in latex  # underscores escaped for LaTeX
+    assert "\\end{table}" in latex
+
+
+def test_a_metric_no_run_computed_shows_as_not_run(demo_runs: dict[str, Path], tmp_path: Path):
+    runs_parent = demo_runs["parrot"].parent  # a folder of runs stands for the runs in it
+    code = cli(["leaderboard", str(runs_parent), "--out", str(tmp_path), "--metrics", "speech_detected", "factuality"])
+    assert code == 0
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert "not run" in markdown and "factuality" in markdown
+    data = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert data["metrics"] == ["speech_detected", "factuality"]
+    assert data["rows"][0]["metrics"]["factuality"] == {"status": "not run"}
+    table = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(table["factuality_status"]) == ["not run"] and table["factuality_mean"].isna().all()
+
+
+def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture):
+    (tmp_path / "empty").mkdir()
+    assert cli(["leaderboard", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "empty" in capsys.readouterr().err
