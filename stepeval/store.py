@@ -8,6 +8,7 @@ re-scoring without regenerating are one mechanism.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -80,11 +81,15 @@ class RecordLog:
                 fh.truncate(data.rfind(b"\n") + 1)
 
     def append(self, record: dict) -> None:
+        self.append_many([record])
+
+    def append_many(self, records: list[dict]) -> None:
+        """Write records and make them durable with one fsync (group commit)."""
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
             self._fh = open(self.path, "ab")
-        self._fh.write(canonical_json(record).encode("utf-8") + b"\n")
+        self._fh.write(b"".join(canonical_json(r).encode("utf-8") + b"\n" for r in records))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -92,6 +97,38 @@ class RecordLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class GroupCommitter:
+    """Appends records from many coroutines to one log off the event loop, batching whatever
+    arrives while an fsync is in progress into the next one. ``await append(r)`` returns only
+    once ``r`` is durable, so a turn is on disk before its conversation moves on."""
+
+    def __init__(self, log: RecordLog):
+        self.log = log
+        self._pending: list[tuple[dict, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def append(self, record: dict) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self.log.append_many, [record for record, _ in batch])
+            except Exception as err:  # every waiter learns that its record was not written
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
 
 class RunStore:

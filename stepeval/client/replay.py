@@ -19,10 +19,15 @@ from stepeval import audio as audio_io
 from stepeval.backends.base import TurnContext
 from stepeval.client import history as history_mod
 from stepeval.client.responder import Responder
-from stepeval.store import RunStore, fingerprint
+from stepeval.store import GroupCommitter, RunStore, fingerprint
 from stepeval.types import Conversation, Reply
 
 STAGE = "replay"
+
+
+def _read_user_turn(path) -> tuple[np.ndarray, int, str]:
+    samples, rate = audio_io.read(path)
+    return samples, rate, audio_io.file_sha256(path)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class ReplayEngine:
         self.settings = settings
         self.progress = progress
         self.log = store.log(STAGE)
+        self.committer = GroupCommitter(self.log)
         self.stats = StageStats(STAGE)
 
     async def run(self, conversations: list[Conversation]) -> StageStats:
@@ -83,13 +89,13 @@ class ReplayEngine:
         previous_fp = ""
         failed_at: int | None = None
         for turn in conv.turns:
-            user_audio, user_rate = audio_io.read(turn.audio_path)
+            user_audio, user_rate, user_sha = await asyncio.to_thread(_read_user_turn, turn.audio_path)
             fp = fingerprint(
                 self.settings.model_fingerprint,
                 self.settings.history,
                 self.settings.system_prompt,
                 self.settings.seed,
-                audio_io.file_sha256(turn.audio_path),
+                user_sha,
                 turn.text if self.settings.history == "transcript" else None,
                 previous_fp,
             )
@@ -102,7 +108,7 @@ class ReplayEngine:
                 "language": conv.language,
             }
             if failed_at is not None:
-                self._append({**base, "status": "skipped", "error": f"turn {failed_at} failed earlier"})
+                await self._append({**base, "status": "skipped", "error": f"turn {failed_at} failed earlier"})
                 self.stats.skipped += 1
                 bar.update(1)
                 continue
@@ -132,7 +138,7 @@ class ReplayEngine:
         started = time.perf_counter()
         try:
             reply = await self.responder.respond(messages, context)
-            record = self._save(base, reply)
+            record = await asyncio.to_thread(self._save, base, reply)  # encode + fsync off the event loop
         except asyncio.CancelledError:
             raise
         except Exception as err:  # any model failure is recorded; the run goes on
@@ -143,7 +149,7 @@ class ReplayEngine:
         else:
             self.stats.computed += 1
         record.setdefault("timings", {})["wall_s"] = round(time.perf_counter() - started, 4)
-        self._append(record)
+        await self._append(record)
         return record
 
     def _save(self, base: dict, reply: Reply) -> dict:
@@ -170,5 +176,5 @@ class ReplayEngine:
             raise ValueError("reply has neither text nor audio")
         return record
 
-    def _append(self, record: dict) -> None:
-        self.log.append(record)
+    async def _append(self, record: dict) -> None:
+        await self.committer.append(record)
