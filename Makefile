@@ -17,13 +17,15 @@ ARGS ?=
 # CPU torch for the tests' tiny in-process models (a GPU machine installs its own build instead)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup eval test lint format clean
+.PHONY: setup eval test lint format clean regress bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet webrtcvad-wheels
+	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -41,6 +43,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# regression gate: `make regress BASELINE=results/<stored run> CANDIDATE=results/<new run> [GATE="--metric name:threshold"]`
+regress: $(STAMP)
+	$(BIN)/stepeval compare --baseline $(BASELINE) --candidate $(CANDIDATE) $(GATE)
+
+# replay throughput through the wire client against a local fixed-latency server (not part of `make test`):
+#   make bench BENCH_ARGS="--conversations 256 --concurrency 128 --latency 0.5"
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_replay.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

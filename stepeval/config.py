@@ -19,7 +19,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONF_DIR_ENV = "STEPEVAL_CONF"
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authori[sz]ation|credential)", re.IGNORECASE)
+# a key whose name ends in one of these holds a secret (max_tokens, tokens_per_minute, tokenizer do not)
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authori[sz]ation|credentials?|bearer)$", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
@@ -64,12 +65,33 @@ class DatasetSchema:
 
 
 @dataclass
+class EndpointSchema:
+    base_url: str = MISSING
+    api_key: str | None = None
+    concurrency: int | None = None  # requests in flight to this replica (default: model.concurrency or concurrency)
+
+
+@dataclass
 class ModelSchema:
     name: str = MISSING
     # an in-process backend: {_target_: stepeval.backends..., **kwargs}
     backend: Any = None
     system_prompt: str | None = None
     concurrency: int | None = None
+    # the wire client (docs/wire.md): set base_url (one endpoint) or endpoints (replicas) instead of backend
+    base_url: str | None = None
+    api_key: str | None = None
+    endpoints: list[EndpointSchema] = field(default_factory=list)
+    wire_model: str | None = None  # the model name sent; default: name
+    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, seed, ...
+    modalities: list[str] = field(default_factory=lambda: ["text", "audio"])
+    voice: str | None = None  # e.g. alloy (OpenAI); not sent when null
+    audio_format: str = "wav"
+    stream: bool = False
+    timeout_s: float = 300.0
+    max_retries: int = 4
+    send_metadata: bool = True  # metadata {conversation_id, turn}; OpenAI accepts it only with store=true
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,7 +103,61 @@ class AsrSchema:
 
 @dataclass
 class JudgeSchema:
+    """LLM / audio judges (docs/judging.md). ``metrics`` lists rubric files (``factuality.v1``...);
+    an empty list (judge=none) runs no judge."""
+
     name: str = MISSING
+    model: str | None = None
+    base_url: str | None = None  # null: api.openai.com
+    api_key: str | None = None
+    audio_model: str | None = None  # the listening judge for audio rubrics; null: model
+    audio_base_url: str | None = None  # null: base_url
+    metrics: list[str] = field(default_factory=list)
+    rubrics_dir: str | None = None  # null: the packaged stepeval/judges/rubrics
+    reads: str = "asr"  # what the text judge reads of a reply: asr | text | text_then_asr
+    audio_user: str = "both"  # how the listening judge gets the user's request: audio | transcript | both
+    temperature: float = 0.0
+    seed: int | None = 0
+    samples: int = 1  # >1: mean (scales) / majority (yes/no) of samples with seed, seed+1, ...
+    structured_output: bool = False  # response_format json_schema (endpoints that support it)
+    max_tokens: int = 512
+    timeout_s: float = 60.0
+    concurrency: int = 4
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    retry_after_max_s: float = 300.0
+    price_input_per_mtok: float | None = None  # USD per 1M tokens, for the cost estimate
+    price_output_per_mtok: float | None = None
+    price_audio_input_per_mtok: float | None = None
+
+
+@dataclass
+class MetricRuleSchema:
+    applies_to: list[str] = field(default_factory=lambda: ["all"])  # category names, or [all]
+    higher_is_better: bool | None = None  # null: descriptive (no better direction)
+    description: str = ""
+
+
+@dataclass
+class SignalsSchema:
+    dnsmos: bool = True
+    speaker: bool = True
+    pitch: bool = True
+    utmos: bool = False  # weights come from torch.hub (GitHub): off where that is not reachable
+
+
+@dataclass
+class MetricsSchema:
+    """Which metrics apply to which categories, their direction (conf/metrics/, docs/scoring-signals.md),
+    and which model-based objective signals run."""
+
+    name: str = "all"
+    signals: SignalsSchema = field(default_factory=SignalsSchema)
+    rules: dict[str, MetricRuleSchema] = field(default_factory=dict)
+    category_aliases: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +166,7 @@ class RunSchema:
     model: ModelSchema = MISSING
     asr: AsrSchema = MISSING
     judge: JudgeSchema = MISSING
+    metrics: MetricsSchema = field(default_factory=MetricsSchema)
     run_name: str | None = None
     results_dir: str = "results"
     seed: int = 0
@@ -106,6 +183,7 @@ def register_schemas() -> None:
     store.store(group="model", name="schema", node=ModelSchema)
     store.store(group="asr", name="schema", node=AsrSchema)
     store.store(group="judge", name="schema", node=JudgeSchema)
+    store.store(group="metrics", name="schema", node=MetricsSchema)
 
 
 def conf_dir() -> Path:

@@ -19,12 +19,14 @@ from tqdm import tqdm
 
 from stepeval import __version__
 from stepeval import audio as audio_io
+from stepeval.client.build import build_responder, model_identity
 from stepeval.client.replay import ReplayEngine, ReplaySettings, StageStats
 from stepeval.client.responder import InProcess
 from stepeval.config import check_target, redact, to_container
 from stepeval.data import loader, sources
 from stepeval.data.columns import ColumnSpec
-from stepeval.judges import signals
+from stepeval.judges import judge_stage, signals
+from stepeval.judges.asr import transcript_fingerprint
 from stepeval.provenance import code_revision, package_versions
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
@@ -48,19 +50,13 @@ def run_name_for(cfg: DictConfig) -> str:
         return str(cfg.run_name)
     plain = to_container(cfg)
     dataset = {k: v for k, v in plain["dataset"].items() if k != "cache_dir"}
-    model = {k: v for k, v in plain["model"].items() if k != "concurrency"}
+    model = model_identity(plain["model"])  # no endpoints, keys or timeouts: replicas must not change the run
     digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
     return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"
 
 
 def prepare(cfg: DictConfig) -> Prepared:
-    if cfg.model.backend is None:
-        raise ValueError(f"model={cfg.model.name}: no backend configured (model.backend._target_)")
-    check_target(cfg.model.backend, "model.backend")
-    backend = instantiate(cfg.model.backend)
-    backend.check()
-    workers = cfg.model.concurrency or cfg.concurrency
-    responder = InProcess(backend, workers=workers)
+    responder = build_responder(cfg)  # the wire client when the model names endpoints, else its in-process backend
 
     asr = None
     if cfg.asr.engine is not None:
@@ -74,7 +70,20 @@ def prepare(cfg: DictConfig) -> Prepared:
     spec = ColumnSpec.from_mapping({k: (v.value if hasattr(v, "value") else v) for k, v in ds_cfg.columns.items()})
     cache = Path(ds_cfg.cache_dir).expanduser() if ds_cfg.cache_dir else None
     dataset = loader.load(files, spec, cache_dir=cache, limit=cfg.limit)
+    _check_history_inputs(cfg.history.value, dataset)
     return Prepared(cfg, run_name_for(cfg), responder, asr, dataset)
+
+
+def _check_history_inputs(policy: str, dataset: loader.LoadedDataset) -> None:
+    """The transcript policy sends earlier user turns as text: every non-final turn needs one."""
+    if policy != "transcript":
+        return
+    lacking = [f"{c.id} turn {t.index}" for c in dataset.conversations for t in c.turns[:-1] if not (t.text or "").strip()]
+    if lacking:
+        raise ValueError(
+            f"history=transcript needs the dataset's user transcripts, and {len(lacking)} turn(s) have none "
+            f"(e.g. {', '.join(lacking[:3])}); map a transcript column (dataset.columns.text) or use history=audio"
+        )
 
 
 def run(cfg: DictConfig) -> Path:
@@ -87,6 +96,7 @@ def run(cfg: DictConfig) -> Path:
         stats = [_replay(prepared, store)]
         stats.append(_transcribe(prepared, store))
         stats.append(_score(prepared, store))
+        stats.extend(judge_stage.run(prepared, store, manifest))
         for item in stats:
             print(item.line())
         notes = _notes(prepared, stats)
@@ -104,7 +114,7 @@ def _replay(prepared: Prepared, store: RunStore) -> StageStats:
     settings = ReplaySettings(
         model_fingerprint=model_fp,
         history=cfg.history.value,
-        concurrency=cfg.model.concurrency or cfg.concurrency,
+        concurrency=cfg.model.concurrency or getattr(prepared.responder, "capacity", None) or cfg.concurrency,
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
     )
@@ -131,10 +141,9 @@ def _transcribe(prepared: Prepared, store: RunStore) -> StageStats:
         return stats
     log = store.log("asr")
     existing = log.load()
-    ident = prepared.asr.identity()
     todo = [r for r in _current_replays(prepared, store) if r.get("status") == "ok" and r.get("audio")]
     for record in tqdm(todo, desc="transcribe", unit="reply", disable=not prepared.cfg.progress, dynamic_ncols=True):
-        fp = fingerprint(ident, record["audio_sha256"])
+        fp = transcript_fingerprint(prepared.asr, record)
         key = (record["conversation_id"], record["turn"])
         if existing.get(key, {}).get("fingerprint") == fp and existing[key].get("status") == "ok":
             stats.reused += 1
@@ -142,7 +151,7 @@ def _transcribe(prepared: Prepared, store: RunStore) -> StageStats:
         base = {"conversation_id": key[0], "turn": key[1], "stage": "asr", "fingerprint": fp}
         try:
             samples, rate = audio_io.read(store.root / record["audio"])
-            heard = prepared.asr.transcribe(samples, rate)
+            heard = prepared.asr.transcribe(samples, rate, language=record.get("language"))
         except Exception as err:  # recorded as failed; the scores that need it are missing
             log.append({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
             stats.failed += 1
@@ -154,6 +163,7 @@ def _transcribe(prepared: Prepared, store: RunStore) -> StageStats:
                 "text": heard.text,
                 "language": heard.language,
                 "language_probability": heard.language_probability,
+                "engine": getattr(heard, "engine", None),
             }
         )
         stats.computed += 1
@@ -165,35 +175,52 @@ def _score(prepared: Prepared, store: RunStore) -> StageStats:
     log = store.log("score")
     existing = log.load()
     asr_records = store.log("asr").load() if prepared.asr is not None else {}
+    options = signals.SignalOptions.from_config((to_container(prepared.cfg).get("metrics") or {}).get("signals"))
+    ident = signals.identity(options)
+    conversations: dict[str, list[dict]] = {}
     for record in _current_replays(prepared, store):
-        key = (record["conversation_id"], record["turn"])
-        asr = asr_records.get(key)
-        if asr is not None and asr.get("fingerprint") != fingerprint(prepared.asr.identity(), record.get("audio_sha256")):
-            asr = None
-        fp = fingerprint(signals.VERSION, record["fingerprint"], record.get("status"), asr and asr["fingerprint"])
-        if existing.get(key, {}).get("fingerprint") == fp:
-            stats.reused += 1
+        conversations.setdefault(record["conversation_id"], []).append(record)
+    for replays in tqdm(conversations.values(), desc="score", unit="conv", disable=not prepared.cfg.progress, dynamic_ncols=True):
+        asrs, fps = {}, {}
+        voices = [r.get("audio_sha256") for r in replays]  # speaker consistency compares the conversation's replies
+        for record in replays:
+            key = (record["conversation_id"], record["turn"])
+            asr = asr_records.get(key)
+            if asr is not None and asr.get("fingerprint") != transcript_fingerprint(prepared.asr, record):
+                asr = None
+            asrs[key] = asr
+            fps[key] = fingerprint(ident, record["fingerprint"], record.get("status"), asr and asr["fingerprint"], voices)
+        if all(existing.get(key, {}).get("fingerprint") == fp for key, fp in fps.items()):
+            stats.reused += len(fps)
             continue
-        scores = signals.score_turn(record, asr, store.root)
-        log.append(
-            {
-                "conversation_id": key[0],
-                "turn": key[1],
-                "stage": "score",
-                "fingerprint": fp,
-                "category": record["category"],
-                "language": record["language"],
-                "metrics": scores.values,
-                "missing": scores.missing,
-            }
-        )
-        stats.computed += 1
+        scored = signals.score_conversation(replays, asrs, store.root, options)
+        for record in replays:
+            key = (record["conversation_id"], record["turn"])
+            if existing.get(key, {}).get("fingerprint") == fps[key]:
+                stats.reused += 1
+                continue
+            log.append(
+                {
+                    "conversation_id": key[0],
+                    "turn": key[1],
+                    "stage": "score",
+                    "fingerprint": fps[key],
+                    "category": record["category"],
+                    "language": record["language"],
+                    "metrics": scored[key].values,
+                    "missing": scored[key].missing,
+                }
+            )
+            stats.computed += 1
     return stats
 
 
 def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
     keys = [(c.id, t.index) for c in prepared.dataset.conversations for t in c.turns]
     frame = turn_scores(store.root, set(keys))
+    # judge logs of metrics no longer configured (an earlier run with another judge) stay on disk, out of the table
+    configured = {judge_stage.log_name(m) for m in judge_stage.configured_metrics(prepared.cfg.judge)}
+    frame = frame[~frame["stage"].str.startswith("judge-") | frame["stage"].isin(configured)]
     replays = _current_replays(prepared, store)
     summary = {
         "run_name": prepared.run_name,
@@ -218,11 +245,12 @@ def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
 def _notes(prepared: Prepared, stats: list[StageStats]) -> list[str]:
     notes = []
     if prepared.asr is None:
-        notes.append("ASR not run (asr=none): speech_detected, language_match and text_speech_error are missing.")
-    if prepared.cfg.judge.name == "none":
+        notes.append("ASR not run (asr=none): every metric that needs a transcript is missing (the reason is in each record).")
+    if not judge_stage.enabled(prepared.cfg.judge):
         notes.append(
             "LLM judge not run (judge=none): factuality, relevance, chat score and instruction following are not in this table."
         )
+    notes.extend(judge_stage.notes(prepared.cfg, stats))
     if prepared.cfg.dataset.name == "sample":
         notes.append("dataset=sample is a synthetic smoke/demo set, not the benchmark.")
     failed = sum(s.failed for s in stats)
@@ -246,7 +274,7 @@ def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
             "history": cfg.history.value,
             "model": redact(prepared.responder.describe()),
             "asr": prepared.asr.identity() if prepared.asr is not None else None,
-            "judge": {"name": cfg.judge.name},
+            "judge": judge_stage.describe(cfg.judge),
             "dataset": {
                 "name": cfg.dataset.name,
                 "provenance": ds.files.provenance,

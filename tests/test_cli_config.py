@@ -58,3 +58,13 @@ def test_redact_hides_secret_values_at_any_depth():
     assert "sk-live-123" not in repr(clean) and "'t'" not in repr(clean)
     assert clean["model"]["endpoints"][0]["base_url"] == "http://x"
     assert clean["judge"] == {"api_key": None, "model": "gpt-4o"}
+
+
+def test_redact_keeps_token_counts_and_tokenizer_paths():
+    config = {"sampling": {"max_tokens": 512}, "tokens_per_minute": 9000, "tokenizer_path": "/m", "hf_token": "hf_x"}
+    assert redact(config) == {
+        "sampling": {"max_tokens": 512},
+        "tokens_per_minute": 9000,
+        "tokenizer_path": "/m",
+        "hf_token": "<redacted>",
+    }

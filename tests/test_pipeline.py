@@ -104,3 +104,20 @@ def test_demo_multirun_prints_comparison_of_control_systems(tmp_path: Path):
         silent["language_match"]["overall"]["missing"]
         == silent["language_match"]["overall"]["scored"] + silent["language_match"]["overall"]["missing"]
     )
+
+
+def test_transcript_history_refuses_turns_without_transcripts():
+    import dataclasses
+
+    import pytest
+
+    from stepeval.pipeline import _check_history_inputs
+
+    dataset = loader.load(sources.bundled_sample(), limit=2)
+    _check_history_inputs("transcript", dataset)  # the sample has transcripts
+    first = dataset.conversations[0]
+    stripped = dataclasses.replace(first, turns=tuple(dataclasses.replace(t, text=None) for t in first.turns))
+    dataset.conversations[0] = stripped
+    _check_history_inputs("audio", dataset)  # the audio policy does not need them
+    with pytest.raises(ValueError, match=rf"{first.id} turn 0.*dataset.columns.text"):
+        _check_history_inputs("transcript", dataset)
