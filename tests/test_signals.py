@@ -176,3 +176,18 @@ def test_an_unreadable_reply_is_missing_not_fatal(tmp_path):
 def test_identity_changes_with_options():
     assert signals.identity(signals.SignalOptions()) != signals.identity(signals.SignalOptions(pitch=False))
     assert signals.SignalOptions.from_config({"utmos": True, "unknown": 1}) == signals.SignalOptions(utmos=True)
+
+
+def test_replies_asr_heard_nothing_in_get_no_speaker_score(tmp_path):
+    """Noise has a 'voice' to an embedding model; when ASR recognised no speech there is no speaker to compare."""
+    write(tmp_path, "a.wav", clip("speaker_same_1"))
+    write(tmp_path, "b.wav", clip("speaker_same_2"))
+    write(tmp_path, "noise.wav", np.random.default_rng(0).normal(0, 0.1, 2 * RATE).astype(np.float32))
+    turns = [replay("n", 0, "a.wav"), replay("n", 1, "b.wav"), replay("n", 2, "noise.wav")]
+    heard = {"status": "ok", "text": "some words", "language": "en"}
+    asrs = {("n", 0): heard, ("n", 1): heard, ("n", 2): {"status": "ok", "text": "", "language": "en"}}
+    scored = signals.score_conversation(turns, asrs, tmp_path, VOICE_ONLY)
+    assert scored[("n", 2)].values["speech_detected"] == 0.0
+    assert scored[("n", 2)].values["speaker_consistency"] is None
+    assert "no speech recognised" in scored[("n", 2)].missing["speaker_consistency"]
+    assert scored[("n", 0)].values["speaker_consistency"] is not None  # compared with turn 1 only

@@ -19,7 +19,7 @@ from stepeval import audio as audio_io
 from stepeval.judges import dnsmos, prosody, speaker, utmos
 from stepeval.judges.text_norm import error_rate, language_family
 
-VERSION = "signals-v2"
+VERSION = "signals-v3"  # v3: no speaker score for replies in which ASR heard no speech
 BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
 QUALITY = (*dnsmos.METRICS, "utmos")
 FLAGS = ("flag_empty", "flag_silent", "flag_clipped", "flag_truncated")
@@ -214,6 +214,8 @@ def score_conversation(
             why_not[key] = scores.missing.get("duration_s", "no speech")
         elif scores.values.get("flag_empty") or scores.values.get("flag_silent"):
             why_not[key] = "reply is empty or silent: no voice to compare"
+        elif scores.values.get("speech_detected") == 0.0:  # noise has a "voice" to an embedding model; no speaker
+            why_not[key] = "no speech recognised: no voice to compare"
         elif speaker_off:
             why_not[key] = speaker_off
         else:

@@ -19,16 +19,20 @@ def load_summary(run_dir: Path) -> dict:
 
 
 def comparison_table(summaries: list[dict]) -> str:
-    """Rows: runs; columns: metrics (overall); each cell 'mean (scored/total)'."""
+    """Rows: metrics (overall over all categories); columns: runs; each cell 'mean (scored/total)'."""
     metrics: list[str] = []
     for summary in summaries:
         metrics += [m for m in summary["metrics"] if m not in metrics]
-    lines = ["| run | model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
-    for summary in summaries:
-        cells = [format_cell(summary["metrics"].get(m, {}).get(OVERALL)) for m in metrics]
-        lines.append(f"| {summary['run_name']} | {summary['model']} | " + " | ".join(cells) + " |")
+    lines = [
+        "| metric | " + " | ".join(s["model"] for s in summaries) + " |",
+        "|" + "---|" * (len(summaries) + 1),
+    ]
+    for metric in metrics:
+        cells = [format_cell(s["metrics"].get(metric, {}).get(OVERALL)) for s in summaries]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    runs = "".join(f"\n- `{s['model']}`: {s['run_name']}" for s in summaries)
     notes = sorted({note for s in summaries for note in s.get("notes", [])})
-    text = "\n".join(lines) + "\n\nEach cell: mean (scored/total turns), over all categories.\n"
+    text = "\n".join(lines) + "\n\nEach cell: mean (scored/total turns), over all categories. Runs:" + runs + "\n"
     return text + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
 
 
