@@ -17,6 +17,7 @@ from stepeval.backends.cascade import Cascade, EspeakTTS, PiperTTS
 from stepeval.data import loader, sources
 from stepeval.judges.asr import WhisperASR
 from stepeval.types import Message
+from tests import tiny_models
 from tests.http_fake import FakeServer, Scripted
 from tests.openai_audio import completion
 
@@ -38,13 +39,7 @@ def test_cascade_two_turns_asr_llm_tts():
         server.script(CHAT, Scripted(json=completion(content="Goodnight, little star.", model="llm")))
         backend = Cascade(llm_base_url=server.url + "/v1", llm_model="llm", api_key="sk-secret", asr=asr, tts=EspeakTTS())
         backend.check()
-        first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation.id, 0))
-        history = [
-            Message("user", audio=a0, sample_rate=r0),
-            Message("assistant", text=first.text),
-            Message("user", audio=a1, sample_rate=r1),
-        ]
-        second = backend.respond(history, TurnContext(conversation.id, 1))
+        first, second, _ = tiny_models.play_two_turns(backend, conversation.id, (a0, r0), (a1, r1))
         bodies = [r.json for r in server.requests_to(CHAT)]
         auth = {k.lower(): v for k, v in server.requests_to(CHAT)[0].headers.items()}["authorization"]
 

@@ -13,14 +13,8 @@ from stepeval.backends import moshi as moshi_mod
 from stepeval.backends.base import TurnContext
 from stepeval.backends.moshi import Moshi
 from stepeval.backends.qwen2_5_omni import SYSTEM_PROMPT, Qwen25Omni
-from stepeval.data import loader, sources
 from stepeval.types import Message
 from tests import tiny_models
-
-
-def two_turns():
-    conversation = next(c for c in loader.load(sources.bundled_sample()).conversations if len(c.turns) == 2)
-    return conversation, [audio_io.read(t.audio_path) for t in conversation.turns]
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +38,8 @@ def test_qwen2_5_omni_speaks_two_turns(tiny_omni: Path, omni_processor: None):
     backend = Qwen25Omni(model_path=str(tiny_omni), device="cpu", max_new_tokens=5, talker_max_new_tokens=8)
     assert backend.speaks is True
     backend.check()
-    conversation, [(a0, r0), (a1, r1)] = two_turns()
-    first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation.id, 0))
-    history = [
-        Message("user", audio=a0, sample_rate=r0),
-        Message("assistant", text=first.text),
-        Message("user", audio=a1, sample_rate=r1),
-    ]
-    second = backend.respond(history, TurnContext(conversation.id, 1))
+    conversation, [(a0, r0), (a1, r1)] = tiny_models.sample_two_turns()
+    first, second, history = tiny_models.play_two_turns(backend, conversation.id, (a0, r0), (a1, r1))
     for reply in (first, second):
         assert isinstance(reply.text, str) and 0 < reply.usage["completion_tokens"] <= 5
         assert reply.sample_rate == 24000 and reply.audio.dtype == np.float32 and reply.audio.size > 0
@@ -70,7 +58,7 @@ def test_qwen2_5_omni_text_only_mode(tiny_omni: Path, omni_processor: None):
     backend = Qwen25Omni(model_path=str(tiny_omni), device="cpu", max_new_tokens=4, speak=False)
     assert backend.speaks is False
     backend.check()
-    conversation, [(a0, r0), _] = two_turns()
+    conversation, [(a0, r0), _] = tiny_models.sample_two_turns()
     reply = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation.id, 0))
     assert isinstance(reply.text, str) and reply.audio is None and reply.sample_rate is None
 
@@ -83,14 +71,8 @@ def tiny_moshi(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_moshi_two_turns_in_one_session_cut_by_time(tiny_moshi: Path):
     backend = Moshi(model_path=str(tiny_moshi), device="cpu", reply_s=1.2, gap_s=0.5)
     backend.check()
-    conversation, [(a0, r0), (a1, r1)] = two_turns()
-    first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation.id, 0))
-    history = [
-        Message("user", audio=a0, sample_rate=r0),
-        Message("assistant", text=first.text),
-        Message("user", audio=a1, sample_rate=r1),
-    ]
-    second = backend.respond(history, TurnContext(conversation.id, 1))
+    conversation, [(a0, r0), (a1, r1)] = tiny_models.sample_two_turns()
+    first, second, history = tiny_models.play_two_turns(backend, conversation.id, (a0, r0), (a1, r1))
     for reply in (first, second):
         assert reply.sample_rate == 24000
         assert reply.audio.size == int(1.2 * 12.5) * 1920  # reply_s of 12.5 Hz frames of 1920 samples

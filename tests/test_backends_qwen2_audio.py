@@ -17,11 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stepeval import audio as audio_io
 from stepeval.backends._hf import BackendUnavailable
 from stepeval.backends.base import TurnContext
 from stepeval.backends.qwen2_audio import Qwen2Audio
-from stepeval.data import loader, sources
 from stepeval.store import RecordLog
 from stepeval.types import Message
 from tests import tiny_models
@@ -35,23 +33,12 @@ def tiny_qwen2_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_models.qwen2_audio(tmp_path_factory.mktemp("tiny-qwen2-audio"))
 
 
-def two_turns():
-    conversation = next(c for c in loader.load(sources.bundled_sample()).conversations if len(c.turns) == 2)
-    return conversation, [audio_io.read(t.audio_path) for t in conversation.turns]
-
-
 def test_two_turn_conversation_in_process(tiny_qwen2_audio: Path):
     backend = Qwen2Audio(model_path=str(tiny_qwen2_audio), device="cpu", max_new_tokens=6)
     assert backend.speaks is False
     backend.check()
-    conversation, [(a0, r0), (a1, r1)] = two_turns()
-    first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation.id, 0))
-    history = [
-        Message("user", audio=a0, sample_rate=r0),
-        Message("assistant", text=first.text),
-        Message("user", audio=a1, sample_rate=r1),
-    ]
-    second = backend.respond(history, TurnContext(conversation.id, 1))
+    conversation, [(a0, r0), (a1, r1)] = tiny_models.sample_two_turns()
+    first, second, _ = tiny_models.play_two_turns(backend, conversation.id, (a0, r0), (a1, r1))
     for reply in (first, second):
         assert isinstance(reply.text, str)
         assert reply.audio is None and reply.sample_rate is None

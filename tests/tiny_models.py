@@ -243,3 +243,27 @@ def moshi(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     return folder
+
+
+def sample_two_turns():
+    """The first two-turn conversation of the bundled sample, with its decoded user audio."""
+    from stepeval import audio as audio_io
+    from stepeval.data import loader, sources
+
+    conversation = next(c for c in loader.load(sources.bundled_sample()).conversations if len(c.turns) == 2)
+    return conversation, [audio_io.read(t.audio_path) for t in conversation.turns]
+
+
+def play_two_turns(backend, conversation_id: str, turn0: tuple, turn1: tuple):
+    """(first reply, second reply, the second's history): the second turn hears the first (audio policy)."""
+    from stepeval.backends.base import TurnContext
+    from stepeval.types import Message
+
+    (a0, r0), (a1, r1) = turn0, turn1
+    first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation_id, 0))
+    history = [
+        Message("user", audio=a0, sample_rate=r0),
+        Message("assistant", text=first.text),
+        Message("user", audio=a1, sample_rate=r1),
+    ]
+    return first, backend.respond(history, TurnContext(conversation_id, 1)), history
