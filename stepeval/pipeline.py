@@ -218,9 +218,6 @@ def _score(prepared: Prepared, store: RunStore) -> StageStats:
 def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
     keys = [(c.id, t.index) for c in prepared.dataset.conversations for t in c.turns]
     frame = turn_scores(store.root, set(keys))
-    # judge logs of metrics no longer configured (an earlier run with another judge) stay on disk, out of the table
-    configured = {judge_stage.log_name(m) for m in judge_stage.configured_metrics(prepared.cfg.judge)}
-    frame = frame[~frame["stage"].str.startswith("judge-") | frame["stage"].isin(configured)]
     replays = _current_replays(prepared, store)
     summary = {
         "run_name": prepared.run_name,

@@ -45,6 +45,17 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def load_manifest(run_dir: Path) -> dict:
+    """A run folder's manifest ({} when it has none yet); a corrupt one is an error naming the file."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
 class RecordLog:
     """Append-only JSON Lines file of one stage. Each append is flushed and fsynced, so a
     kill loses at most the record being written; a torn last line is ignored on load."""
@@ -170,9 +181,7 @@ class RunStore:
         return self.root / "manifest.json"
 
     def read_manifest(self) -> dict:
-        if self.manifest_path.exists():
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        return {}
+        return load_manifest(self.root)
 
     def write_manifest(self, manifest: dict) -> None:
         write_json_atomic(self.manifest_path, manifest)

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from stepeval import pipeline
 from stepeval.config import conf_dir, register_schemas
 from stepeval.judges import rubric
+from stepeval.reporting.records import turn_scores
 from stepeval.store import iter_records
 from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
@@ -220,3 +221,5 @@ def test_judge_columns_leave_the_table_when_the_judge_is_turned_off(results: Pat
     assert not set(TEXT_METRICS) & set(summary["metrics"])  # the old verdicts stay on disk, not in the table
     assert len(records(run, "factuality")) == 4
     assert "LLM judge not run (judge=none)" in (run / "table.md").read_text()
+    # leaderboard, report and compare read the same filtered scores
+    assert not set(TEXT_METRICS) & set(turn_scores(run)["metric"])

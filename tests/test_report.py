@@ -70,6 +70,9 @@ def judged_run(demo_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFact
                 "raw": f'{{"score": {value}, "why": "{HOSTILE}"}}',
             }
             fh.write(json.dumps(judged) + "\n")
+    manifest = json.loads((run / "manifest.json").read_text())  # as the judge stage records what it scored
+    manifest["judge"] = {"name": "fake", "rubrics": {"chat_score": {"name": "chat_score.v1"}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
 

@@ -8,7 +8,6 @@ lower-casing and folding spaces, hyphens, underscores and slashes (``role-playin
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,13 +50,11 @@ class Applicability:
     @classmethod
     def from_run(cls, run_dir: Path) -> Applicability:
         """From the run's manifest (``config.metrics``); a run without one applies every metric everywhere."""
-        path = Path(run_dir) / "manifest.json"
-        if not path.exists():
+        from stepeval.store import load_manifest
+
+        manifest = load_manifest(run_dir)
+        if not manifest:
             return cls()
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
         return cls.from_config((manifest.get("config") or {}).get("metrics"))
 
     def category(self, name: str) -> str:

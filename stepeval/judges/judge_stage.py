@@ -70,14 +70,6 @@ def enabled(judge: DictConfig) -> bool:
     return bool(judge.get("metrics"))
 
 
-def configured_metrics(judge: DictConfig) -> list[str]:
-    """The metric names the configured rubrics fill (what the table should show)."""
-    if not enabled(judge):
-        return []
-    names = [str(m) for m in judge.metrics]
-    return [r.metric for r in rubric_mod.load_all(rubric_mod.rubrics_dir(judge.get("rubrics_dir")), names)]
-
-
 def _check(judge: DictConfig) -> list[Rubric]:
     if judge.reads not in READS:
         raise ValueError(f"judge.reads={judge.reads!r}; expected one of {list(READS)}")

@@ -14,15 +14,22 @@ from pathlib import Path
 import pandas as pd
 
 from stepeval.judges.applicability import Applicability
-from stepeval.store import Key, RecordLog
+from stepeval.store import Key, RecordLog, load_manifest
 
 SCORE_LOG_PATTERNS = ("score.jsonl", "judge-*.jsonl")
 COLUMNS = ["conversation_id", "turn", "category", "language", "metric", "value", "missing_reason", "stage"]
 
 
 def score_logs(run_dir: Path) -> list[Path]:
+    """The run's score logs. Judge logs count only for the metrics the run's manifest says its judge
+    scores now: verdicts of an earlier judge configuration stay on disk (and cached), out of tables."""
     records = Path(run_dir) / "records"
-    return sorted({p for pattern in SCORE_LOG_PATTERNS for p in records.glob(pattern)})
+    logs = sorted({p for pattern in SCORE_LOG_PATTERNS for p in records.glob(pattern)})
+    manifest = load_manifest(run_dir)
+    if not manifest:
+        return logs
+    judged = set((manifest.get("judge") or {}).get("rubrics", {}))
+    return [p for p in logs if not p.stem.startswith("judge-") or p.stem.removeprefix("judge-") in judged]
 
 
 def turn_scores(run_dir: Path, keys: set[Key] | None = None, applicability: Applicability | None = None) -> pd.DataFrame:
