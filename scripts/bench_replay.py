@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from stepeval import audio as audio_io  # noqa: E402
 from stepeval.client.endpoints import Endpoint  # noqa: E402
-from stepeval.client.replay import ReplayEngine, ReplaySettings  # noqa: E402
 from stepeval.client.wire import WireClient, WireSettings  # noqa: E402
+from stepeval.stages.replay import ReplayEngine, ReplaySettings  # noqa: E402
 from stepeval.store import RunStore  # noqa: E402
 from stepeval.types import Conversation, UserTurn  # noqa: E402
 

@@ -97,7 +97,7 @@ class ModelSchema:
 @dataclass
 class AsrSchema:
     name: str = MISSING
-    # {_target_: stepeval.judges.asr.WhisperASR, **kwargs}; null means ASR is not run
+    # {_target_: stepeval.asr.engines.WhisperASR, **kwargs}; null means ASR is not run
     engine: Any = None
 
 
@@ -113,7 +113,7 @@ class JudgeSchema:
     audio_model: str | None = None  # the listening judge for audio rubrics; null: model
     audio_base_url: str | None = None  # null: base_url
     metrics: list[str] = field(default_factory=list)
-    rubrics_dir: str | None = None  # null: the packaged stepeval/judges/rubrics
+    rubrics_dir: str | None = None  # null: the packaged stepeval/judging/rubrics
     reads: str = "asr"  # what the text judge reads of a reply: asr | text | text_then_asr
     audio_user: str = "both"  # how the listening judge gets the user's request: audio | transcript | both
     temperature: float = 0.0

@@ -19,17 +19,18 @@ from tqdm import tqdm
 
 from stepeval import __version__
 from stepeval import audio as audio_io
+from stepeval.asr.engines import transcript_fingerprint
 from stepeval.client.build import build_responder, model_identity
-from stepeval.client.replay import ReplayEngine, ReplaySettings, StageStats
 from stepeval.client.responder import InProcess
 from stepeval.config import check_target, redact, to_container
 from stepeval.data import loader, sources
 from stepeval.data.columns import ColumnSpec
-from stepeval.judges import judge_stage, signals
-from stepeval.judges.asr import transcript_fingerprint
 from stepeval.provenance import code_revision, package_versions
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
+from stepeval.signals import scoring as signals
+from stepeval.stages import judge as judge_stage
+from stepeval.stages.replay import ReplayEngine, ReplaySettings, StageStats
 from stepeval.store import RunStore, fingerprint, write_json_atomic
 
 

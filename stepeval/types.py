@@ -29,6 +29,15 @@ class Conversation:
     language_source: str = "dataset"  # "dataset" or "detected" (from the transcript's script)
 
 
+@dataclass(frozen=True)
+class TurnContext:
+    """Which turn is being answered; deterministic backends (noise, recorded) key on it."""
+
+    conversation_id: str
+    turn: int
+    seed: int = 0
+
+
 @dataclass
 class Message:
     """One entry of the history a model sees: user or assistant, text and/or audio."""

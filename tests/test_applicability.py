@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stepeval.judges.applicability import Applicability, canonical
+from stepeval.applicability import Applicability, canonical
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.store import RecordLog
@@ -120,7 +120,7 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
 
 def test_default_metrics_config_composes_and_covers_every_signal(repo):
     from stepeval.config import register_schemas
-    from stepeval.judges import signals
+    from stepeval.signals import scoring as signals
 
     register_schemas()
     with initialize_config_dir(config_dir=str(repo / "conf"), version_base=None):

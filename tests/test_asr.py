@@ -12,10 +12,10 @@ import pytest
 from hydra.utils import instantiate
 
 from stepeval import audio as audio_io
-from stepeval.judges.asr import WhisperASR, transcript_fingerprint
-from stepeval.judges.asr_router import LanguageRouter
-from stepeval.judges.paraformer import ParaformerASR, join_output
-from stepeval.judges.text_norm import error_rate, normalise
+from stepeval.asr.engines import WhisperASR, transcript_fingerprint
+from stepeval.asr.paraformer import ParaformerASR, join_output
+from stepeval.asr.router import LanguageRouter
+from stepeval.asr.text_norm import error_rate, normalise
 
 DATA = Path(__file__).parent / "data"
 CLIPS = json.loads((DATA / "clips.json").read_text(encoding="utf-8"))

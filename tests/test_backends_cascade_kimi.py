@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from stepeval import audio as audio_io
+from stepeval.asr.engines import WhisperASR
 from stepeval.backends import kimi_audio
 from stepeval.backends._hf import BackendUnavailable
-from stepeval.backends.base import TurnContext
 from stepeval.backends.cascade import Cascade, EspeakTTS, PiperTTS
 from stepeval.data import loader, sources
-from stepeval.judges.asr import WhisperASR
-from stepeval.types import Message
+from stepeval.types import Message, TurnContext
 from tests import tiny_models
 from tests.http_fake import FakeServer, Scripted
 from tests.openai_audio import completion

@@ -10,10 +10,9 @@ import pytest
 
 from stepeval import audio as audio_io
 from stepeval.backends import moshi as moshi_mod
-from stepeval.backends.base import TurnContext
 from stepeval.backends.moshi import Moshi
 from stepeval.backends.qwen2_5_omni import SYSTEM_PROMPT, Qwen25Omni
-from stepeval.types import Message
+from stepeval.types import Message, TurnContext
 from tests import tiny_models
 
 

@@ -18,10 +18,9 @@ import httpx
 import pytest
 
 from stepeval.backends._hf import BackendUnavailable
-from stepeval.backends.base import TurnContext
 from stepeval.backends.qwen2_audio import Qwen2Audio
 from stepeval.store import RecordLog
-from stepeval.types import Message
+from stepeval.types import Message, TurnContext
 from tests import tiny_models
 from tests.run_helpers import only_run, stepeval_run
 

@@ -20,9 +20,8 @@ import soundfile as sf
 from stepeval import audio as audio_io
 from stepeval.backends import glm4_voice, step_audio2_mini, step_audio_chat
 from stepeval.backends._hf import BackendUnavailable
-from stepeval.backends.base import TurnContext
 from stepeval.data import loader, sources
-from stepeval.types import Message
+from stepeval.types import Message, TurnContext
 from tests import tiny_models
 from tests.http_fake import FakeServer, Scripted
 

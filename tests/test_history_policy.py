@@ -11,8 +11,8 @@ import soundfile as sf
 
 from stepeval import audio as audio_io
 from stepeval.client.endpoints import Endpoint
-from stepeval.client.replay import ReplayEngine, ReplaySettings
 from stepeval.client.wire import WireClient, WireSettings
+from stepeval.stages.replay import ReplayEngine, ReplaySettings
 from stepeval.store import RunStore
 from stepeval.types import Conversation, UserTurn
 from tests.http_fake import FakeServer, Scripted

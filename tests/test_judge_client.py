@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from stepeval.judges import rubric
-from stepeval.judges.llm_judge import JudgeClient, Prices, Settings, Turn, text_messages
-from stepeval.judges.rate_limit import JudgeEndpointError, RetryPolicy
+from stepeval.judging import rubric
+from stepeval.judging.llm_judge import JudgeClient, Prices, Settings, Turn, text_messages
+from stepeval.judging.rate_limit import JudgeEndpointError, RetryPolicy
 from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
 

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from stepeval.judges import parsing, rubric
-from stepeval.judges.rate_limit import RetryPolicy, retry_after_seconds
+from stepeval.judging import parsing, rubric
+from stepeval.judging.rate_limit import RetryPolicy, retry_after_seconds
 
 YES_NO = rubric.load(rubric.PACKAGED, "factuality.v1")
 LIKERT = rubric.load(rubric.PACKAGED, "chat_score.v1")

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from stepeval import pipeline
 from stepeval.config import conf_dir, register_schemas
-from stepeval.judges import rubric
+from stepeval.judging import rubric
 from stepeval.reporting.records import turn_scores
 from stepeval.store import iter_records
 from tests import judge_fake

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from stepeval import audio as audio_io
-from stepeval.judges import dnsmos, prosody, signals
+from stepeval.signals import dnsmos, prosody
+from stepeval.signals import scoring as signals
 
 DATA = Path(__file__).parent / "data"
 CLIPS = json.loads((DATA / "clips.json").read_text(encoding="utf-8"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepeval.judges.text_norm import error_rate, language_family, normalise, resolve_language
+from stepeval.asr.text_norm import error_rate, language_family, normalise, resolve_language
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,11 @@ import pytest
 import soundfile as sf
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import TurnContext
 from stepeval.client.endpoints import Endpoint
-from stepeval.client.replay import ReplayEngine, ReplaySettings
 from stepeval.client.wire import MalformedReply, WireClient, WireSettings
+from stepeval.stages.replay import ReplayEngine, ReplaySettings
 from stepeval.store import RunStore
-from stepeval.types import Conversation, Message, TurnFailed, UserTurn
+from stepeval.types import Conversation, Message, TurnContext, TurnFailed, UserTurn
 from tests.http_fake import FakeServer, Scripted
 from tests.openai_audio import b64, chunk, completion, encoded, omni_completion, sse, tone
 

@@ -256,8 +256,7 @@ def sample_two_turns():
 
 def play_two_turns(backend, conversation_id: str, turn0: tuple, turn1: tuple):
     """(first reply, second reply, the second's history): the second turn hears the first (audio policy)."""
-    from stepeval.backends.base import TurnContext
-    from stepeval.types import Message
+    from stepeval.types import Message, TurnContext
 
     (a0, r0), (a1, r1) = turn0, turn1
     first = backend.respond([Message("user", audio=a0, sample_rate=r0)], TurnContext(conversation_id, 0))

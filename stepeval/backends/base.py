@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
-from stepeval.types import Message, Reply
+from stepeval.types import Message, Reply, TurnContext
 
-
-@dataclass(frozen=True)
-class TurnContext:
-    """Which turn is being answered; deterministic backends (noise, recorded) key on it."""
-
-    conversation_id: str
-    turn: int
-    seed: int = 0
+__all__ = ["Backend", "TurnContext"]
 
 
 class Backend(ABC):

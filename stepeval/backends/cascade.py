@@ -18,8 +18,8 @@ import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.backends._hf import BackendUnavailable, docs_ref
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 SECTION = "Cascade (ASR -> LLM -> TTS)"
 DEFAULT_SYSTEM = "You are a helpful voice assistant. Answer briefly, in plain spoken language, in the user's language."
@@ -125,7 +125,7 @@ class Cascade(Backend):
         asr: Any = None,
         tts: Any = None,
     ):
-        from stepeval.judges.asr import WhisperASR
+        from stepeval.asr.engines import WhisperASR
 
         self.llm_base_url, self.llm_model, self.api_key = llm_base_url.rstrip("/"), llm_model, api_key
         self.system_prompt, self.temperature, self.max_tokens, self.timeout_s = system_prompt, temperature, max_tokens, timeout_s

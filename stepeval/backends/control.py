@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import Backend, TurnContext, last_user
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend, last_user
+from stepeval.types import Message, Reply, TurnContext
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 

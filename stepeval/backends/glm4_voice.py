@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 
 from stepeval.backends._hf import BackendUnavailable, docs_ref, mono_at, require_dir
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 SECTION = "GLM-4-Voice"
 DEFAULT_SYSTEM = (

@@ -17,8 +17,8 @@ import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.backends._hf import BackendUnavailable, docs_ref, require_module
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 SECTION = "Kimi-Audio"
 OUTPUT_RATE = 24000

@@ -19,8 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from stepeval.backends._hf import TransformersBackend, manual_seed, mono_at, resolve_device, torch_dtype
-from stepeval.backends.base import TurnContext
-from stepeval.types import Message, Reply
+from stepeval.types import Message, Reply, TurnContext
 
 
 def session_streams(

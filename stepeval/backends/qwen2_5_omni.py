@@ -12,8 +12,7 @@ import time
 import numpy as np
 
 from stepeval.backends._hf import TransformersBackend, chat_with_audio, manual_seed, resolve_device, torch_dtype
-from stepeval.backends.base import TurnContext
-from stepeval.types import Message, Reply
+from stepeval.types import Message, Reply, TurnContext
 
 OUTPUT_RATE = 24000
 SYSTEM_PROMPT = (

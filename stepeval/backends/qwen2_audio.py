@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 
 from stepeval.backends._hf import TransformersBackend, chat_with_audio, manual_seed, resolve_device, torch_dtype
-from stepeval.backends.base import TurnContext
-from stepeval.types import Message, Reply
+from stepeval.types import Message, Reply, TurnContext
 
 
 class Qwen2Audio(TransformersBackend):

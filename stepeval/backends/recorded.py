@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import Backend, TurnContext
+from stepeval.backends.base import Backend
 from stepeval.store import safe_name
-from stepeval.types import Message, Reply, TurnFailed
+from stepeval.types import Message, Reply, TurnContext, TurnFailed
 
 SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 

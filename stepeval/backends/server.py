@@ -28,8 +28,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 INPUT_FORMATS = ("wav", "mp3", "flac", "ogg", "opus")
 OUTPUT_FORMATS = ("wav", "pcm16")

@@ -20,8 +20,8 @@ import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.backends._hf import BackendUnavailable, docs_ref, mono_at, require_dir
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 SECTION = "Step-Audio 2 mini"
 INPUT_RATE = 16000

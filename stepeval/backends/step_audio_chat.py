@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from stepeval.backends._hf import BackendUnavailable, docs_ref, manual_seed, mono_at, require_dir
-from stepeval.backends.base import Backend, TurnContext
-from stepeval.types import Message, Reply
+from stepeval.backends.base import Backend
+from stepeval.types import Message, Reply, TurnContext
 
 SECTION = "Step-Audio-Chat"
 DEFAULT_SYSTEM = "适配用户的语言，用简短口语化的文字回答"

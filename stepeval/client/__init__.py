@@ -1,1 +1,1 @@
-"""Reaching models: responders (in-process or over the wire) and the multi-turn replay engine."""
+"""Reaching models: responders (in-process or over the wire) and the history each turn is sent with."""

@@ -23,9 +23,8 @@ import numpy as np
 import openai
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import TurnContext
 from stepeval.client.endpoints import Endpoint, EndpointPool, Slot
-from stepeval.types import Message, Reply, TurnFailed
+from stepeval.types import Message, Reply, TurnContext, TurnFailed
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "opus", "pcm16")
 PCM16_RATE = 24000  # the OpenAI API's raw pcm16 is 24 kHz mono little-endian

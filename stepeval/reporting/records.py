@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stepeval.judges.applicability import Applicability
+from stepeval.applicability import Applicability
 from stepeval.store import Key, RecordLog, load_manifest
 
 SCORE_LOG_PATTERNS = ("score.jsonl", "judge-*.jsonl")

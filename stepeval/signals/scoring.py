@@ -4,7 +4,7 @@ consistency within the conversation, speaking rate, pitch statistics and sanity 
 
 Every metric is a number or ``None`` with a reason: a value that could not be computed is
 missing, never 0. Which categories a metric means something for is decided later, at
-aggregation (``stepeval.judges.applicability``), so that changing it needs no recompute.
+aggregation (``stepeval.applicability``), so that changing it needs no recompute.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.judges import dnsmos, prosody, speaker, utmos
-from stepeval.judges.text_norm import error_rate, language_family
+from stepeval.asr.text_norm import error_rate, language_family
+from stepeval.signals import dnsmos, prosody, speaker, utmos
 
 VERSION = "signals-v3"  # v3: no speaker score for replies in which ASR heard no speech
 BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")

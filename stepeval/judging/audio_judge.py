@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepeval import audio as audio_io
-from stepeval.judges.llm_judge import Turn, conversation_block, quote
-from stepeval.judges.rubric import Rubric
+from stepeval.judging.llm_judge import Turn, conversation_block, quote
+from stepeval.judging.rubric import Rubric
 
 AUDIO_RATE = 16000  # what the judge hears: 16 kHz mono 16-bit wav keeps requests small
 USER_SIDES = ("audio", "transcript", "both")

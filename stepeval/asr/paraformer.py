@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.judges.asr import Transcript
+from stepeval.asr.engines import Transcript
 
 ASR_RATE = 16000
 INSTALL_HINT = "Paraformer needs FunASR: pip install funasr (it downloads the model on first use)"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepeval.judges.asr import Transcript
-from stepeval.judges.text_norm import is_chinese
+from stepeval.asr.engines import Transcript
+from stepeval.asr.text_norm import is_chinese
 
 ROUTES = ("request", "detect")
 

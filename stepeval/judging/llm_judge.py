@@ -15,9 +15,9 @@ from typing import Any
 
 import openai
 
-from stepeval.judges import parsing
-from stepeval.judges.rate_limit import Attempts, Limits, RetryPolicy, call_with_retries, describe_error
-from stepeval.judges.rubric import Rubric
+from stepeval.judging import parsing
+from stepeval.judging.rate_limit import Attempts, Limits, RetryPolicy, call_with_retries, describe_error
+from stepeval.judging.rubric import Rubric
 from stepeval.store import canonical_json
 
 INPUT_FORMAT = "stepeval-judge-input-v1"  # bump when the way inputs are laid out below changes

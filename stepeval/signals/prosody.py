@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.judges.text_norm import resolve_language
+from stepeval.asr.text_norm import resolve_language
 
 PITCH_RATE = 8000  # enough for F0 up to 1 kHz, and half the cost of 16 kHz
 FRAME_S = audio_io.FRAME_SECONDS

@@ -16,11 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from stepeval import audio as audio_io
-from stepeval.backends.base import TurnContext
 from stepeval.client import history as history_mod
 from stepeval.client.responder import Responder
 from stepeval.store import GroupCommitter, RunStore, fingerprint
-from stepeval.types import Conversation, Reply
+from stepeval.types import Conversation, Reply, TurnContext
 
 STAGE = "replay"
 

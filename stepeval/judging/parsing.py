@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from stepeval.judges.rubric import Rubric
+from stepeval.judging.rubric import Rubric
 
 UNPARSEABLE = "unparseable judge reply"
 TIED = "judge samples tied (use an odd judge.samples)"

@@ -19,10 +19,9 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from stepeval import audio as audio_io
-from stepeval.client.replay import StageStats
-from stepeval.judges import rubric as rubric_mod
-from stepeval.judges.audio_judge import USER_SIDES, audio_messages
-from stepeval.judges.llm_judge import (
+from stepeval.judging import rubric as rubric_mod
+from stepeval.judging.audio_judge import USER_SIDES, audio_messages
+from stepeval.judging.llm_judge import (
     INPUT_FORMAT,
     OPENAI_DEFAULT,
     JudgeClient,
@@ -35,8 +34,9 @@ from stepeval.judges.llm_judge import (
     readable,
     text_messages,
 )
-from stepeval.judges.rate_limit import JudgeEndpointError, Limits, RetryPolicy
-from stepeval.judges.rubric import Rubric
+from stepeval.judging.rate_limit import JudgeEndpointError, Limits, RetryPolicy
+from stepeval.judging.rubric import Rubric
+from stepeval.stages.replay import StageStats
 from stepeval.store import RunStore, fingerprint
 
 READS = ("asr", "text", "text_then_asr")

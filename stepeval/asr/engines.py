@@ -48,7 +48,7 @@ class WhisperASR:
 
     def _model_path(self) -> str:
         if self.model.startswith("packaged:"):
-            from stepeval.judges import packaged_whisper
+            from stepeval.asr import packaged_whisper
 
             if self.model != packaged_whisper.NAME:
                 raise ValueError(f"asr.model={self.model!r}: the only packaged model is {packaged_whisper.NAME}")
@@ -74,7 +74,7 @@ class WhisperASR:
             "language": self.language,
         }
         if self.model.startswith("packaged:"):
-            from stepeval.judges import packaged_whisper
+            from stepeval.asr import packaged_whisper
 
             ident["model_sha256"] = packaged_whisper.SHA256["model.bin"]
         return ident
