@@ -61,6 +61,22 @@ class Applicability:
         folded = canonical(name)
         return self.aliases.get(folded, folded)
 
+    def known_categories(self) -> set[str]:
+        """Every category a rule names (canonical), plus every alias target."""
+        named = {c for rule in self.rules.values() if rule.categories for c in rule.categories}
+        return named | set(self.aliases.values())
+
+    def unknown_categories(self, categories: list[str]) -> list[str]:
+        """Dataset categories no rule names: metrics limited to named categories would silently vanish for them."""
+        if not any(rule.categories for rule in self.rules.values()):
+            return []
+        known = self.known_categories()
+        return [c for c in categories if self.category(c) not in known]
+
+    def dropped_for(self, category: str) -> list[str]:
+        """The metrics that do not apply to ``category`` under these rules."""
+        return sorted(m for m in self.rules if not self.applies(m, category))
+
     def applies(self, metric: str, category: str) -> bool:
         rule = self.rules.get(metric)
         return rule is None or rule.categories is None or self.category(category) in rule.categories

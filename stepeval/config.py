@@ -174,6 +174,7 @@ class RunSchema:
     concurrency: int = 8
     limit: int | None = None
     progress: bool = True
+    allow_failures: bool = False  # exit 0 although records failed or a metric could not run
 
 
 def register_schemas() -> None:

@@ -1,7 +1,8 @@
-"""The stages in order: dataset -> replay -> transcribe -> score -> summary/table.
+"""The run, as the list of its stages: replay -> reply ASR -> user ASR -> signals -> judges -> view.
 
-Each stage reads the previous stage's records from the run store and computes only the
-records missing for its current fingerprint.
+Every stage goes through the one runner (``stages.base``), so each computes only the records that
+are missing, stale or failed for the current configuration. The replies are shared by every view
+of the run; the view (which conversations, ASR, judge, metrics config) gets its own summary and table.
 """
 
 from __future__ import annotations
@@ -10,28 +11,38 @@ import asyncio
 import datetime as dt
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from stepeval import __version__
-from stepeval import audio as audio_io
-from stepeval.asr.engines import transcript_fingerprint
+from stepeval import __version__, views
+from stepeval.applicability import Applicability
+from stepeval.asr.engines import AsrEngine
 from stepeval.client.build import build_responder, model_identity
-from stepeval.client.responder import InProcess
+from stepeval.client.responder import Responder
 from stepeval.config import check_target, redact, to_container
 from stepeval.data import loader, sources
 from stepeval.data.columns import ColumnSpec
+from stepeval.judging.llm_judge import add_usage
 from stepeval.provenance import code_revision, package_versions
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
+from stepeval.secrets import scrub
 from stepeval.signals import scoring as signals
 from stepeval.stages import judge as judge_stage
-from stepeval.stages.replay import ReplayEngine, ReplaySettings, StageStats
+from stepeval.stages.base import StageResult, StageStats, run_stage
+from stepeval.stages.replay import ReplaySettings, ReplayStage
+from stepeval.stages.score import ScoreStage
+from stepeval.stages.transcribe import ReplyAsrStage, UserAsrStage
 from stepeval.store import RunStore, fingerprint, write_json_atomic
+
+EXTRA_HINT = {
+    "dnsmos": "pip install 'stepeval[judges]'",
+    "speaker": "pip install resemblyzer (see the Makefile: --no-deps with webrtcvad-wheels)",
+    "utmos": "pip install 'stepeval[judges]' torch, and reach torch.hub",
+}
 
 
 @dataclass
@@ -40,9 +51,21 @@ class Prepared:
 
     cfg: DictConfig
     run_name: str
-    responder: InProcess
-    asr: object | None
+    responder: Responder
+    asr: AsrEngine | None
     dataset: loader.LoadedDataset
+    applicability: Applicability
+    dataset_conversations: int  # before ``limit``: a view of fewer is a subset
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    """Where the run and its view are, and every reason the run is not clean (empty: exit 0)."""
+
+    root: Path
+    view_dir: Path
+    problems: list[str]
 
 
 def run_name_for(cfg: DictConfig) -> str:
@@ -56,7 +79,19 @@ def run_name_for(cfg: DictConfig) -> str:
     return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"
 
 
+def check_run_keys(cfg: DictConfig) -> None:
+    """Values the schema's types cannot rule out; named by their key."""
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"limit={cfg.limit}: must be a positive number of conversations, or null for all of them")
+    if cfg.concurrency < 1:
+        raise ValueError(f"concurrency={cfg.concurrency}: must be >= 1 (conversations in flight)")
+    if cfg.model.concurrency is not None and cfg.model.concurrency < 1:
+        raise ValueError(f"model.concurrency={cfg.model.concurrency}: must be >= 1, or null for the top-level concurrency")
+
+
 def prepare(cfg: DictConfig) -> Prepared:
+    check_run_keys(cfg)
+    applicability = Applicability.from_config(to_container(cfg).get("metrics"))
     responder = build_responder(cfg)  # the wire client when the model names endpoints, else its in-process backend
 
     asr = None
@@ -70,9 +105,18 @@ def prepare(cfg: DictConfig) -> Prepared:
     files = sources.resolve(ds_cfg.source.value, location, ds_cfg.revision)
     spec = ColumnSpec.from_mapping({k: (v.value if hasattr(v, "value") else v) for k, v in ds_cfg.columns.items()})
     cache = Path(ds_cfg.cache_dir).expanduser() if ds_cfg.cache_dir else None
-    dataset = loader.load(files, spec, cache_dir=cache, limit=cfg.limit)
+    dataset = loader.load(files, spec, cache_dir=cache)
+    total = len(dataset.conversations)
+    if not total:
+        raise ValueError(
+            f"dataset={ds_cfg.name}: no conversations found in {location or 'the bundled sample'}: the dataset is empty"
+        )
+    if cfg.limit:
+        dataset.conversations = dataset.conversations[: cfg.limit]
     _check_history_inputs(cfg.history.value, dataset)
-    return Prepared(cfg, run_name_for(cfg), responder, asr, dataset)
+    prepared = Prepared(cfg, run_name_for(cfg), responder, asr, dataset, applicability, total)
+    prepared.warnings = _category_warnings(prepared) + _unavailable_warnings(cfg)
+    return prepared
 
 
 def _check_history_inputs(policy: str, dataset: loader.LoadedDataset) -> None:
@@ -87,161 +131,169 @@ def _check_history_inputs(policy: str, dataset: loader.LoadedDataset) -> None:
         )
 
 
-def run(cfg: DictConfig) -> Path:
-    """Run (or resume) every stage; returns the run folder."""
+def _category_warnings(prepared: Prepared) -> list[str]:
+    """A dataset category that no metric rule names loses every metric limited to named categories."""
+    categories = sorted({c.category for c in prepared.dataset.conversations})
+    out = []
+    for category in prepared.applicability.unknown_categories(categories):
+        dropped = prepared.applicability.dropped_for(category)
+        out.append(
+            f"category {category!r} matches no category in the metrics config ({prepared.cfg.metrics.name}): "
+            f"{', '.join(dropped) or 'no metric'} will not be computed for it; add it to metrics.category_aliases"
+        )
+    return out
+
+
+def _unavailable_warnings(cfg: DictConfig) -> list[str]:
+    options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
+    out = []
+    for name, why in signals.identity(options)["unavailable"].items():
+        if why:
+            out.append(f"{name.upper() if name != 'speaker' else 'speaker consistency'} unavailable: {why} ({EXTRA_HINT[name]})")
+    return out
+
+
+def run(cfg: DictConfig) -> RunOutcome:
+    """Run (or resume) every stage and write the view's summary and table."""
     prepared = prepare(cfg)
     root = Path(cfg.results_dir) / prepared.run_name
     with RunStore(root) as store:
         manifest = _start_manifest(store, prepared)
         print(f"run {prepared.run_name}: {len(prepared.dataset.conversations)} conversations -> {root}")
-        stats = [_replay(prepared, store)]
-        stats.append(_transcribe(prepared, store))
-        stats.append(_score(prepared, store))
-        stats.extend(judge_stage.run(prepared, store, manifest))
+        for warning in prepared.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        try:
+            results = _stages(prepared, store, manifest)
+        except BaseException as err:
+            _fail_manifest(store, manifest, err)
+            raise
+        stats = [r.stats for r in results.values()]
         for item in stats:
             print(item.line())
-        notes = _notes(prepared, stats)
-        summary = _summarise(prepared, store, notes)
+        view = _view(prepared, results, manifest)
+        notes = _notes(prepared, stats, view)
+        folder = views.save(root, view)
+        summary = _summarise(prepared, store, view, results["replay"], notes)
         table = markdown_table(summary, notes)
-        (root / "table.md").write_text(f"# {prepared.run_name}\n\n{table}", encoding="utf-8")
-        _finish_manifest(store, manifest, stats)
+        title = f"# {prepared.run_name}, view {view.name}" + (f" ({view.label})" if view.subset else "")
+        (folder / "table.md").write_text(f"{title}\n\n{table}", encoding="utf-8")
+        problems = _problems(prepared, stats)
+        _finish_manifest(store, manifest, stats, view, problems)
         print(f"\n{table}")
-    return root
+        print(f"view: {folder}")
+    return RunOutcome(root, folder, problems)
 
 
-def _replay(prepared: Prepared, store: RunStore) -> StageStats:
+def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, StageResult]:
+    """The stages in order; each reads the records the previous ones made current."""
     cfg = prepared.cfg
-    model_fp = fingerprint(prepared.responder.describe(), to_container(cfg.model).get("backend"))
+    progress = bool(cfg.progress)
+    conversations = prepared.dataset.conversations
+    results: dict[str, StageResult] = {}
+
     settings = ReplaySettings(
-        model_fingerprint=model_fp,
+        model_fingerprint=fingerprint(prepared.responder.describe(), to_container(cfg.model).get("backend")),
         history=cfg.history.value,
         concurrency=cfg.model.concurrency or getattr(prepared.responder, "capacity", None) or cfg.concurrency,
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
     )
-    engine = ReplayEngine(prepared.responder, store, settings, progress=cfg.progress)
+    try:
+        results["replay"] = run_stage(ReplayStage(prepared.responder, store, settings, conversations), store, progress)
+    finally:
+        _close(prepared.responder)
+    replays = results["replay"].current
 
-    async def go() -> StageStats:
-        try:
-            return await engine.run(prepared.dataset.conversations)
-        finally:
-            await prepared.responder.aclose()
+    transcripts = user_transcripts = None
+    if prepared.asr is not None:
+        results["asr"] = run_stage(ReplyAsrStage(prepared.asr, store.root, replays), store, progress)
+        transcripts = results["asr"].current
+    else:
+        results["asr"] = StageResult(StageStats("asr"), {})
 
-    return asyncio.run(go())
+    options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
+    results["score"] = run_stage(ScoreStage(store.root, replays, transcripts, options), store, progress)
 
-
-def _current_replays(prepared: Prepared, store: RunStore) -> list[dict]:
-    records = store.log("replay").load()
-    keys = [(c.id, t.index) for c in prepared.dataset.conversations for t in c.turns]
-    return [records[k] for k in keys if k in records]
-
-
-def _transcribe(prepared: Prepared, store: RunStore) -> StageStats:
-    stats = StageStats("transcribe")
-    if prepared.asr is None:
-        return stats
-    log = store.log("asr")
-    existing = log.load()
-    todo = [r for r in _current_replays(prepared, store) if r.get("status") == "ok" and r.get("audio")]
-    for record in tqdm(todo, desc="transcribe", unit="reply", disable=not prepared.cfg.progress, dynamic_ncols=True):
-        fp = transcript_fingerprint(prepared.asr, record)
-        key = (record["conversation_id"], record["turn"])
-        if existing.get(key, {}).get("fingerprint") == fp and existing[key].get("status") == "ok":
-            stats.reused += 1
-            continue
-        base = {"conversation_id": key[0], "turn": key[1], "stage": "asr", "fingerprint": fp}
-        try:
-            samples, rate = audio_io.read(store.root / record["audio"])
-            heard = prepared.asr.transcribe(samples, rate, language=record.get("language"))
-        except Exception as err:  # recorded as failed; the scores that need it are missing
-            log.append({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-            stats.failed += 1
-            continue
-        log.append(
-            {
-                **base,
-                "status": "ok",
-                "text": heard.text,
-                "language": heard.language,
-                "language_probability": heard.language_probability,
-                "engine": getattr(heard, "engine", None),
-            }
+    judge = cfg.judge
+    if judge_stage.enabled(judge):
+        if prepared.asr is not None:
+            results["user_asr"] = run_stage(UserAsrStage(prepared.asr, conversations), store, progress)
+            user_transcripts = results["user_asr"].current
+        rubrics = judge_stage.rubrics_for(judge)
+        clients = judge_stage.clients_for(judge, rubrics)
+        units = judge_stage.plan(
+            judge, conversations, replays, transcripts, user_transcripts, rubrics, clients, prepared.applicability, store.root
         )
-        stats.computed += 1
-    return stats
+        stages = [judge_stage.JudgeStage(r, clients[r.modality], units[r.metric], judge.concurrency) for r in rubrics]
+        judged = asyncio.run(judge_stage.run_judges(judge, stages, clients, store, progress))
+        for stage, result in zip(stages, judged, strict=True):
+            results[stage.name] = result
+        session: dict = {}
+        for stage in stages:
+            add_usage(session, stage.session_usage)
+        manifest.setdefault("judge", judge_stage.describe(judge))["usage"] = judge_stage.usage_summary(judged, session, judge)
+    return results
 
 
-def _score(prepared: Prepared, store: RunStore) -> StageStats:
-    stats = StageStats("score")
-    log = store.log("score")
-    existing = log.load()
-    asr_records = store.log("asr").load() if prepared.asr is not None else {}
-    options = signals.SignalOptions.from_config((to_container(prepared.cfg).get("metrics") or {}).get("signals"))
-    ident = signals.identity(options)
-    conversations: dict[str, list[dict]] = {}
-    for record in _current_replays(prepared, store):
-        conversations.setdefault(record["conversation_id"], []).append(record)
-    for replays in tqdm(conversations.values(), desc="score", unit="conv", disable=not prepared.cfg.progress, dynamic_ncols=True):
-        asrs, fps = {}, {}
-        voices = [r.get("audio_sha256") for r in replays]  # speaker consistency compares the conversation's replies
-        for record in replays:
-            key = (record["conversation_id"], record["turn"])
-            asr = asr_records.get(key)
-            if asr is not None and asr.get("fingerprint") != transcript_fingerprint(prepared.asr, record):
-                asr = None
-            asrs[key] = asr
-            fps[key] = fingerprint(ident, record["fingerprint"], record.get("status"), asr and asr["fingerprint"], voices)
-        if all(existing.get(key, {}).get("fingerprint") == fp for key, fp in fps.items()):
-            stats.reused += len(fps)
-            continue
-        scored = signals.score_conversation(replays, asrs, store.root, options)
-        for record in replays:
-            key = (record["conversation_id"], record["turn"])
-            if existing.get(key, {}).get("fingerprint") == fps[key]:
-                stats.reused += 1
-                continue
-            log.append(
-                {
-                    "conversation_id": key[0],
-                    "turn": key[1],
-                    "stage": "score",
-                    "fingerprint": fps[key],
-                    "category": record["category"],
-                    "language": record["language"],
-                    "metrics": scored[key].values,
-                    "missing": scored[key].missing,
-                }
-            )
-            stats.computed += 1
-    return stats
+def _close(responder: Responder) -> None:
+    asyncio.run(responder.aclose())
 
 
-def _summarise(prepared: Prepared, store: RunStore, notes: list[str]) -> dict:
+def _view(prepared: Prepared, results: dict[str, StageResult], manifest: dict) -> views.View:
+    cfg = prepared.cfg
+    plain = to_container(cfg)
     keys = [(c.id, t.index) for c in prepared.dataset.conversations for t in c.turns]
-    frame = turn_scores(store.root, set(keys))
-    replays = _current_replays(prepared, store)
+    options = signals.SignalOptions.from_config((plain.get("metrics") or {}).get("signals"))
+    judge = {k: v for k, v in (manifest.get("judge") or {}).items() if k != "usage"}
+    name, description = views.describe(
+        keys,
+        dataset_conversations=prepared.dataset_conversations,
+        limit=cfg.limit,
+        asr=prepared.asr.identity() if prepared.asr is not None else None,
+        judge=judge,
+        signals=signals.identity(options),
+        metrics={k: v for k, v in (plain.get("metrics") or {}).items() if k != "signals"},
+        names={"asr": cfg.asr.name, "judge": cfg.judge.name, "metrics": cfg.metrics.name},
+    )
+    selection = {log: result.fingerprints for log, result in results.items() if log == "score" or log.startswith("judge-")}
+    return views.View(name, description, selection)
+
+
+def _summarise(prepared: Prepared, store: RunStore, view: views.View, replay: StageResult, notes: list[str]) -> dict:
+    frame = turn_scores(store.root, view=view)
+    statuses = [r.status for r in replay.current.values()]
     summary = {
         "run_name": prepared.run_name,
+        "view": view.name,
+        "subset": view.label or None,
         "model": prepared.cfg.model.name,
         "dataset": prepared.cfg.dataset.name,
         "asr": prepared.cfg.asr.name,
         "judge": prepared.cfg.judge.name,
+        "metrics_config": prepared.cfg.metrics.name,
         "history": prepared.cfg.history.value,
         "turns": {
-            "total": len(keys),
-            "ok": sum(r.get("status") == "ok" for r in replays),
-            "failed": sum(r.get("status") == "failed" for r in replays),
-            "skipped": sum(r.get("status") == "skipped" for r in replays),
+            "total": len(view.keys),
+            "ok": statuses.count("ok"),
+            "failed": statuses.count("failed"),
+            "skipped": statuses.count("skipped"),
         },
         **summarise(frame),
         "notes": notes,
     }
-    write_json_atomic(store.root / "summary.json", summary)
+    write_json_atomic(views.view_dir(store.root, view.name) / "summary.json", summary)
     return summary
 
 
-def _notes(prepared: Prepared, stats: list[StageStats]) -> list[str]:
+def _notes(prepared: Prepared, stats: list[StageStats], view: views.View) -> list[str]:
     notes = []
+    if view.subset:
+        d = view.description
+        notes.append(
+            f"SUBSET: this view covers {d['conversations']} of {d['dataset_conversations']} conversations "
+            f"(limit={prepared.cfg.limit}); it is not the whole dataset."
+        )
+    notes.extend(prepared.warnings)
     if prepared.asr is None:
         notes.append("ASR not run (asr=none): every metric that needs a transcript is missing (the reason is in each record).")
     if not judge_stage.enabled(prepared.cfg.judge):
@@ -251,15 +303,26 @@ def _notes(prepared: Prepared, stats: list[StageStats]) -> list[str]:
     notes.extend(judge_stage.notes(prepared.cfg, stats))
     if prepared.cfg.dataset.name == "sample":
         notes.append("dataset=sample is a synthetic smoke/demo set, not the benchmark.")
-    failed = sum(s.failed for s in stats)
+    failed = sum(s.failed + s.skipped for s in stats)
     if failed:
-        notes.append(f"{failed} record(s) failed; see records/*.jsonl (rerun the same command to retry them).")
+        notes.append(f"{failed} record(s) failed or were skipped; see records/*.jsonl (rerun the same command to retry them).")
     return notes
+
+
+def _problems(prepared: Prepared, stats: list[StageStats]) -> list[str]:
+    """Why this run should not pass a CI gate: failed or skipped records, metrics that could not run."""
+    out = []
+    for s in stats:
+        if s.failed or s.skipped:
+            first = f" (first: {s.errors[0]})" if s.errors else ""
+            out.append(f"{s.stage}: {s.failed} failed and {s.skipped} skipped of {s.total} records{first}")
+    out.extend(w for w in prepared.warnings if "unavailable" in w)
+    return out
 
 
 def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
     cfg = prepared.cfg
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = _now()
     manifest = store.read_manifest()
     ds = prepared.dataset
     manifest.update(
@@ -286,6 +349,7 @@ def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
             "platform": platform.platform(),
             "packages": package_versions(),
             "status": "running",
+            "error": None,
             "started_at": manifest.get("started_at", now),
             "finished_at": None,
         }
@@ -295,10 +359,37 @@ def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
     return manifest
 
 
-def _finish_manifest(store: RunStore, manifest: dict, stats: list[StageStats]) -> None:
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    manifest["sessions"][-1].update({"finished_at": now, "stages": {s.stage: s.line() for s in stats}})
-    manifest.update({"status": "complete", "finished_at": now})
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fail_manifest(store: RunStore, manifest: dict, err: BaseException) -> None:
+    """A run that dies mid-stage says so, with the reason, instead of staying 'running'."""
+    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else scrub(f"{type(err).__name__}: {err}")
+    manifest["sessions"][-1].update({"finished_at": _now(), "error": reason})
+    manifest.update({"status": "failed", "error": reason, "finished_at": _now()})
+    store.write_manifest(manifest)
+
+
+def _finish_manifest(store: RunStore, manifest: dict, stats: list[StageStats], view: views.View, problems: list[str]) -> None:
+    now = _now()
+    manifest["sessions"][-1].update({"finished_at": now, "stages": {s.stage: s.line() for s in stats}, "view": view.name})
+    entry = manifest.setdefault("views", {}).get(view.name, {"created_at": now})
+    entry.update(
+        {
+            "updated_at": now,
+            "subset": view.subset,
+            "conversations": view.description["conversations"],
+            "dataset_conversations": view.description["dataset_conversations"],
+            "turns": view.description["turns"],
+            **view.description["names"],
+            "folder": f"{views.VIEWS_DIR}/{view.name}",
+        }
+    )
+    manifest["views"][view.name] = entry
+    manifest.update(
+        {"status": "complete" if not problems else "complete_with_failures", "problems": problems, "finished_at": now}
+    )
     store.write_manifest(manifest)
 
 

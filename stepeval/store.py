@@ -64,23 +64,30 @@ class RecordLog:
         self.path = path
         self._fh = None
 
-    def load(self) -> dict[Key, dict]:
-        records: dict[Key, dict] = {}
+    def load_all(self) -> list[dict]:
+        """Every complete record, in file order (a log keeps every version of a key: it is also a cache)."""
         if not self.path.exists():
-            return records
+            return []
         with open(self.path, "rb") as fh:
             data = fh.read()
         lines = data.split(b"\n")
         complete = lines[:-1]  # anything after the last newline is a torn write
+        records = []
         for number, raw in enumerate(complete, start=1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                records.append(json.loads(raw))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{self.path}:{number}: corrupt record ({err})") from err
-            records[(record["conversation_id"], int(record["turn"]))] = record
         return records
+
+    def load(self) -> dict[Key, dict]:
+        """The latest record of each key."""
+        return {(r["conversation_id"], int(r["turn"])): r for r in self.load_all()}
+
+    def index(self) -> RecordIndex:
+        return RecordIndex(self.load_all())
 
     def _drop_torn_tail(self) -> None:
         """Cut a half-written last line (left by a kill) before appending after it."""
@@ -108,6 +115,25 @@ class RecordLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class RecordIndex:
+    """A log's records findable by (key, fingerprint): the latest record written for each pair.
+
+    Looking up by fingerprint, not just by key, is what makes the log a cache: switching back to an
+    earlier judge, rubric or ASR finds the records made with it."""
+
+    def __init__(self, records: list[dict]):
+        self._by_fingerprint: dict[tuple[Key, str], dict] = {}
+        for record in records:
+            key = (record["conversation_id"], int(record["turn"]))
+            self._by_fingerprint[(key, record.get("fingerprint", ""))] = record
+
+    def get(self, key: Key, fingerprint: str) -> dict | None:
+        return self._by_fingerprint.get((key, fingerprint))
+
+    def __len__(self) -> int:
+        return len(self._by_fingerprint)
 
 
 class GroupCommitter:

@@ -34,5 +34,18 @@ def stable_records(run_dir: Path, stage: str) -> dict:
     return {key: {k: v for k, v in record.items() if k not in VOLATILE} for key, record in records.items()}
 
 
+def view_dir(run_dir: Path) -> Path:
+    """The run's one view folder (a test that makes several views names the one it wants)."""
+    found = sorted((run_dir / "views").glob("*/view.json"))
+    assert len(found) == 1, found
+    return found[0].parent
+
+
+def latest_view(run_dir: Path) -> Path:
+    """The view folder the run's last session wrote."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return run_dir / "views" / manifest["sessions"][-1]["view"]
+
+
 def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
+    return json.loads((view_dir(run_dir) / "summary.json").read_text())

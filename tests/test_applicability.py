@@ -14,7 +14,7 @@ from stepeval.applicability import Applicability, canonical
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.store import RecordLog
-from tests.run_helpers import only_run, stepeval_run
+from tests.run_helpers import latest_view, only_run, stepeval_run
 
 RULES = {
     "voice_control": {"applies_to": ["speech emotion control", "voice instruction following"], "higher_is_better": True},
@@ -142,7 +142,7 @@ def test_pipeline_run_filters_its_table_and_refilters_without_recompute(tmp_path
     engines = {k[0]: r["engine"] for k, r in RecordLog(run / "records" / "asr.jsonl").load().items()}
     assert engines == {"sample-singing-en": "default:faster-whisper", "sample-creativity-zh": "chinese:faster-whisper"}
 
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((latest_view(run) / "summary.json").read_text())
     f0 = summary["metrics"]["f0_median_hz"]["by_category"]
     assert set(f0) == {"singing"} and f0["singing"]["scored"] == 2  # pitch means something for singing only here
     assert set(summary["metrics"]["speaker_consistency"]["by_category"]) == {"creativity"}

@@ -14,12 +14,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from stepeval import pipeline
+from stepeval.data import loader, sources
 from stepeval.config import conf_dir, register_schemas
 from stepeval.judging import rubric
 from stepeval.reporting.records import turn_scores
 from stepeval.store import iter_records
 from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
+from tests.run_helpers import latest_view
 
 TEXT_METRICS = ["factuality", "relevance", "chat_score", "instruction_following"]
 BASE = ["dataset=sample", "model=canned", "asr=none", "limit=2", "progress=false"]
@@ -55,10 +57,10 @@ def records(run: Path, metric: str) -> list[dict]:
 
 def test_judge_none_says_the_judge_was_not_run(base_run: Path):
     (run,) = base_run.iterdir()
-    table = (run / "table.md").read_text()
+    table = (latest_view(run) / "table.md").read_text()
     assert "LLM judge not run (judge=none)" in table
     assert not list((run / "records").glob("judge-*.jsonl"))
-    assert not set(TEXT_METRICS) & set(json.loads((run / "summary.json").read_text())["metrics"])
+    assert not set(TEXT_METRICS) & set(json.loads((latest_view(run) / "summary.json").read_text())["metrics"])
 
 
 def test_cli_run_adds_judge_columns_and_never_leaks_the_key(base_run: Path, tmp_path: Path):
@@ -79,12 +81,12 @@ def test_cli_run_adds_judge_columns_and_never_leaks_the_key(base_run: Path, tmp_
     assert len(server.requests) == 4 * len(TEXT_METRICS)
     assert all(r.headers.get("Authorization", r.headers.get("authorization")) == f"Bearer {secret}" for r in server.requests)
     (run,) = results.iterdir()
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((latest_view(run) / "summary.json").read_text())
     # canned always says "The city library is open...": the fake judge answers yes/no by "library", and scores
     # 1 + the earlier replies it was shown: turn 0 -> 1, turn 1 -> 2 in every conversation
     assert summary["metrics"]["factuality"]["overall"] == {"mean": 1.0, "scored": 4, "missing": 0}
     assert summary["metrics"]["chat_score"]["overall"] == {"mean": 1.5, "scored": 4, "missing": 0}
-    table = (run / "table.md").read_text()
+    table = (latest_view(run) / "table.md").read_text()
     header = table.splitlines()[2]
     assert all(f" {m} " in header for m in TEXT_METRICS)
     assert "LLM judge not run" not in table and "reads the text channel" in table
@@ -133,14 +135,14 @@ def test_unparseable_replies_stay_unscored_and_counted(results: Path):
     with FakeServer() as server:
         server.fallback = answer
         cfg = config(results, *judged(server, "judge.reads=text", "judge.metrics=[chat_score.v1,relevance.v1]"))
-        root = pipeline.run(cfg)
+        root = pipeline.run(cfg).root
         pipeline.run(cfg)  # unparseable grades are kept, not asked again
     assert len(server.requests) == 8
     chat = records(root, "chat_score")
     assert [r["metrics"] for r in chat] == [{"chat_score": None}] * 4
     assert {r["missing"]["chat_score"] for r in chat} == {"unparseable judge reply"}
     assert chat[0]["samples"][0]["raw"].startswith("A solid reply") and chat[0]["status"] == "unparseable"
-    summary = json.loads((root / "summary.json").read_text())
+    summary = json.loads((latest_view(root) / "summary.json").read_text())
     assert summary["metrics"]["chat_score"]["overall"] == {"mean": None, "scored": 0, "missing": 4}
     assert summary["metrics"]["relevance"]["overall"]["scored"] == 4
     assert any("4 judge item(s) left unscored: unparseable judge reply" in n for n in summary["notes"])
@@ -151,7 +153,7 @@ def test_failed_requests_are_retried_on_the_next_run(results: Path):
         server.script(judge_fake.CHAT, *[Scripted(status=500, json={"error": {"message": "boom"}})] * 2)
         server.fallback = judge_fake.judge
         cfg = config(results, *judged(server, "judge.reads=text", "judge.metrics=[factuality.v1]", "judge.max_retries=0"))
-        root = pipeline.run(cfg)
+        root = pipeline.run(cfg).root
         first = records(root, "factuality")
         pipeline.run(cfg)
     assert sorted(r["status"] for r in first) == ["failed", "failed", "ok", "ok"]
@@ -163,7 +165,7 @@ def test_failed_requests_are_retried_on_the_next_run(results: Path):
 def test_no_transcript_to_read_is_missing_with_a_reason(results: Path):
     with FakeServer() as server:
         server.fallback = judge_fake.judge
-        root = pipeline.run(config(results, *judged(server, "judge.reads=asr")))  # asr=none: nothing to read
+        root = pipeline.run(config(results, *judged(server, "judge.reads=asr"))).root  # asr=none: nothing to read
     assert server.requests == []
     recs = records(root, "relevance")
     assert {r["missing"]["relevance"] for r in recs} == {"no ASR transcript of the reply: asr=none (judge.reads=asr)"}
@@ -182,8 +184,14 @@ def test_listening_judge_hears_request_and_reply(results: Path):
             "judge.price_output_per_mtok=1",
             "judge.price_audio_input_per_mtok=1",
         )
-        root = pipeline.run(cfg)
-    assert len(server.requests) == 8
+        root = pipeline.run(cfg).root
+    # audio quality applies to every turn, voice control only to the voice categories (conf/metrics/default.yaml)
+    voice = {"speech emotion control", "voice instruction following", "singing", "role-playing"}
+    turns = [c for c in loader.load(sources.bundled_sample()).conversations[:2] for _ in c.turns]
+    expected = len(turns) + sum(c.category in voice for c in turns)
+    assert expected < 2 * len(turns)  # the first two sample conversations include a category voice control skips
+    assert len(server.requests) == expected
+    assert len(records(root, "voice_control")) == expected - len(turns)
     replays = {(r["conversation_id"], r["turn"]): r for r in iter_records(root / "records" / "replay.jsonl")}
     for request in server.requests:
         (user_rate, _), (reply_rate, reply_s) = judge_fake.audio_parts(request.json)
@@ -195,7 +203,7 @@ def test_listening_judge_hears_request_and_reply(results: Path):
         assert (rec["reads"], rec["user_source"]) == ("audio", "dataset+audio")
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["judge"]["endpoints"]["audio"]["model"] == "fake-omni"
-    assert manifest["judge"]["usage"]["current_records"]["cost_usd"] == pytest.approx(8 * 150 / 1e6)
+    assert manifest["judge"]["usage"]["current_records"]["cost_usd"] == pytest.approx(expected * 150 / 1e6)
 
 
 def test_bad_judge_config_fails_before_replay(tmp_path: Path):
@@ -215,11 +223,11 @@ def test_judge_columns_leave_the_table_when_the_judge_is_turned_off(results: Pat
         server.fallback = judge_fake.judge
         pipeline.run(config(results, *judged(server, "judge.reads=text")))
     (run,) = results.iterdir()
-    assert set(TEXT_METRICS) <= set(json.loads((run / "summary.json").read_text())["metrics"])
+    assert set(TEXT_METRICS) <= set(json.loads((latest_view(run) / "summary.json").read_text())["metrics"])
     pipeline.run(config(results, "judge=none"))
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((latest_view(run) / "summary.json").read_text())
     assert not set(TEXT_METRICS) & set(summary["metrics"])  # the old verdicts stay on disk, not in the table
     assert len(records(run, "factuality")) == 4
-    assert "LLM judge not run (judge=none)" in (run / "table.md").read_text()
+    assert "LLM judge not run (judge=none)" in (latest_view(run) / "table.md").read_text()
     # leaderboard, report and compare read the same filtered scores
     assert not set(TEXT_METRICS) & set(turn_scores(run)["metric"])

@@ -58,7 +58,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path: Path, scenario: 
     run_dir = only_run(interrupted)
     kept = _lines(run_dir / "records" / log_name)
     assert kept >= after
-    assert not (run_dir / "summary.json").exists()
+    assert not (run_dir / "views").exists()
 
     resumed = stepeval_run(interrupted, *overrides)
     assert resumed.returncode == 0, resumed.stderr

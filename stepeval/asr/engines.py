@@ -1,4 +1,4 @@
-"""Speech recognition of replies (faster-whisper), and the stage that stores transcripts."""
+"""Speech recognition engines (faster-whisper) and what every engine provides (``AsrEngine``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,18 @@ class Transcript:
     language: str | None
     language_probability: float | None
     engine: str | None = None  # which engine heard it (a router names its branch)
+
+
+class AsrEngine(Protocol):
+    """What the ASR stages and the cascade backend need from an engine."""
+
+    def check(self) -> None:
+        """Fail before any work if the engine cannot run (weights, packages)."""
+
+    def identity(self) -> dict:
+        """What its transcripts depend on (fingerprints, manifest)."""
+
+    def transcribe(self, samples: np.ndarray, rate: int, language: str | None = None) -> Transcript: ...
 
 
 class WhisperASR:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepeval import views
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, cluster_bootstrap, metric_frame
+from stepeval.views import View
 
 OVERALL = "overall"
 NOT_RUN = "not run"
@@ -37,16 +39,38 @@ DEFAULT_DIRECTIONS: dict[str, bool | None] = {
 
 @dataclass
 class Run:
-    """What the reporting commands need from one run folder."""
+    """What the reporting commands need from one view of a run folder."""
 
     root: Path
     manifest: dict
     scores: pd.DataFrame  # records.turn_scores output
     summary: dict = field(default_factory=dict)
+    view: View | None = None  # None: a run made before views existed
 
     @property
     def name(self) -> str:
         return str(self.manifest.get("run_name") or self.root.name)
+
+    @property
+    def subset(self) -> str:
+        """'subset: 2 of 10 conversations' when the view covers part of the dataset, else ''."""
+        return self.view.label if self.view is not None else ""
+
+    @property
+    def label(self) -> str:
+        """The run's name, marked when it is a subset."""
+        return f"{self.name} [{self.subset}]" if self.subset else self.name
+
+    def provenance(self) -> dict[str, object]:
+        """What the view's numbers depend on besides the replies: judge (model, endpoint, settings, rubric
+        sha256s), ASR identity, signals identity and the metrics config."""
+        if self.view is not None:
+            d = self.view.description
+            judge = {k: v for k, v in (d.get("judge") or {}).items() if k not in ("usage", "name")}
+            return {"judge": judge, "asr": d.get("asr"), "signals": d.get("signals"), "metrics": d.get("metrics")}
+        config = self.manifest.get("config") or {}
+        judge = {k: v for k, v in (self.manifest.get("judge") or {}).items() if k not in ("usage", "name")}
+        return {"judge": judge, "asr": self.manifest.get("asr"), "signals": None, "metrics": config.get("metrics")}
 
     @property
     def model(self) -> str:
@@ -70,8 +94,9 @@ def _get(data: dict, *path: str):
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder; a folder that is not a stepeval run is an error naming it."""
-    root = Path(path)
+    """Read a view of a run (``<run>/views/<name>``, or a run folder holding one view); a folder that is
+    not a stepeval run is an error naming it."""
+    root, view = views.resolve(Path(path))
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{root}: no manifest.json, not a stepeval run folder (expected results/<run>/)")
@@ -79,16 +104,17 @@ def load_run(path: Path) -> Run:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{manifest_path}: not valid JSON ({err})") from err
-    summary_path = root / "summary.json"
+    summary_path = (views.view_dir(root, view.name) if view is not None else root) / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    return Run(root, manifest, turn_scores(root), summary)
+    return Run(root, manifest, turn_scores(root, view=view), summary, view)
 
 
 def expand_run_dirs(paths: list[Path]) -> list[Path]:
-    """Run folders as given; a folder without a manifest (a sweep folder, results/) stands for the runs inside it."""
+    """Run or view folders as given; a folder without a manifest (a sweep folder, results/) stands for the
+    runs inside it."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "manifest.json").is_file():
+        if (path / "manifest.json").is_file() or (path / views.VIEW_FILE).is_file():
             found.append(path)
             continue
         inner = sorted(p.parent for p in path.glob("*/manifest.json")) if path.is_dir() else []

@@ -64,6 +64,8 @@ def _unavailable(options: SignalOptions) -> dict[str, str | None]:
 class TurnScores:
     values: dict[str, float | None] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # raw counts behind a rate (edits, units)
+    error: str | None = None  # scoring this reply raised: the record is failed and retried on the next run
 
     def set(self, name: str, value: float | None, why_missing: str = "") -> None:
         self.values[name] = None if value is None else round(float(value), 6)
@@ -85,7 +87,7 @@ def score_turn(
     options = options or SignalOptions()
     scores = TurnScores()
     if replay.get("status") != "ok":
-        scores.set_all(METRICS, f"turn {replay.get('status')}: {replay.get('error', '')}".strip())
+        scores.set_all(METRICS, f"turn {replay.get('status')}: {replay.get('error') or ''}".strip())
         return scores
     if not replay.get("audio"):
         scores.set_all(METRICS, "text-only reply: no speech")
@@ -172,6 +174,8 @@ def _heard(scores: TurnScores, replay: dict, asr: dict | None, audio: np.ndarray
             scores.set("text_speech_error", None, "text channel empty after normalisation")
         else:
             scores.set("text_speech_error", result.value)
+            if getattr(result, "units", None):
+                scores.counts["text_speech_error"] = {"edits": int(result.edits), "units": int(result.units)}
 
     spoken_language = asr.get("language") or replay.get("language")
     rate_result = prosody.speaking_rate(heard, spoken_language, prosody.speech_span_seconds(audio, rate))
@@ -208,7 +212,8 @@ def score_conversation(
             scores = score_turn(replay, asrs.get(key), audio_root, options, samples)
         except Exception as err:  # one unreadable reply must not stop the stage: its scores are missing
             scores, samples = TurnScores(), None
-            scores.set_all(METRICS, f"scoring failed: {type(err).__name__}: {err}")
+            scores.error = f"scoring failed: {type(err).__name__}: {err}"
+            scores.set_all(METRICS, scores.error)
         out[key] = scores
         if samples is None:
             why_not[key] = scores.missing.get("duration_s", "no speech")

@@ -9,16 +9,15 @@ reason: missing, never 0. Requests that failed after our retries are retried on 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from stepeval import audio as audio_io
+from stepeval.applicability import Applicability
 from stepeval.judging import rubric as rubric_mod
 from stepeval.judging.audio_judge import USER_SIDES, audio_messages
 from stepeval.judging.llm_judge import (
@@ -36,11 +35,12 @@ from stepeval.judging.llm_judge import (
 )
 from stepeval.judging.rate_limit import JudgeEndpointError, Limits, RetryPolicy
 from stepeval.judging.rubric import Rubric
-from stepeval.stages.replay import StageStats
+from stepeval.records import AsrRecord, JudgeRecord, Key, ReplayRecord
+from stepeval.stages.base import Emit, Stage, StageResult, StageStats, Unit, run_stage_async
 from stepeval.store import RunStore, fingerprint
+from stepeval.types import Conversation
 
 READS = ("asr", "text", "text_then_asr")
-USER_ASR_LOG = "user_asr"  # transcripts of user audio, for datasets without transcripts
 NO_TRANSCRIPT = "(no transcript)"
 
 
@@ -48,22 +48,9 @@ def log_name(metric: str) -> str:
     return f"judge-{metric}"
 
 
-@dataclass
-class JudgeStats(StageStats):
-    """A judge log's counts; ``computed`` includes the unparseable and no-input items."""
-
-    unparseable: int = 0
-    no_input: int = 0
-    usage: dict = field(default_factory=dict)
-    current: dict = field(default_factory=dict)  # status -> count over all current records, reused ones included
-
-    def line(self) -> str:
-        total = self.reused + self.computed + self.failed
-        text = f"{self.stage}: {total} records: {self.reused} reused, {self.computed} computed"
-        extra = [f"{n} {what}" for n, what in ((self.unparseable, "unparseable"), (self.no_input, "without input")) if n]
-        if self.failed:
-            extra.append(f"{self.failed} failed")
-        return text + (f" ({', '.join(extra)})" if extra else "")
+def rubrics_for(judge: DictConfig) -> list[Rubric]:
+    """The configured rubrics, checked (with the judge settings) before any item is judged."""
+    return _check(judge)
 
 
 def enabled(judge: DictConfig) -> bool:
@@ -160,22 +147,22 @@ class Side:
     missing: str | None = None
 
 
-def reply_side(replay: dict, asr: dict | None, reads: str, asr_enabled: bool) -> Side:
+def reply_side(replay: ReplayRecord, asr: AsrRecord | None, reads: str, asr_enabled: bool) -> Side:
     def from_text() -> Side:
-        if replay.get("text") is not None:
-            return Side(replay["text"], "text")
-        if replay.get("transcript") is not None:
-            return Side(replay["transcript"], "model_transcript")
+        if replay.text is not None:
+            return Side(replay.text, "text")
+        if replay.transcript is not None:
+            return Side(replay.transcript, "model_transcript")
         return Side(None, None, "reply has no text channel (judge.reads=text)")
 
     def from_asr() -> Side:
-        if not replay.get("audio"):
+        if not replay.audio:
             return Side(None, None, f"reply has no audio to transcribe (judge.reads={reads})")
         if not asr_enabled:
             return Side(None, None, f"no ASR transcript of the reply: asr=none (judge.reads={reads})")
-        if asr is None or asr.get("status") != "ok":
-            return Side(None, None, f"ASR of the reply failed: {(asr or {}).get('error', 'no record')}")
-        return Side(asr.get("text") or "", "asr")
+        if asr is None or asr.status != "ok":
+            return Side(None, None, f"ASR of the reply failed: {(asr.error if asr else None) or 'no record'}")
+        return Side(asr.text or "", "asr")
 
     if reads == "text":
         return from_text()
@@ -185,71 +172,85 @@ def reply_side(replay: dict, asr: dict | None, reads: str, asr_enabled: bool) ->
     return text if text.text and text.text.strip() else from_asr()
 
 
-def _user_sides(conversations: Iterable, store: RunStore, asr: Any, progress: bool) -> dict:
-    """Each user turn's text: the dataset transcript, else (when ASR runs) the ASR of the user's
-    audio, cached in records/user_asr.jsonl by (ASR identity, audio sha256)."""
-    sides: dict = {}
-    todo = []
+def user_sides(conversations: Iterable[Conversation], user_transcripts: Mapping[Key, AsrRecord] | None) -> dict[Key, Side]:
+    """Each user turn's text: the dataset transcript, else the ASR of the user's audio (``user_asr``)."""
+    sides: dict[Key, Side] = {}
     for conv in conversations:
         for turn in conv.turns:
+            key = (conv.id, turn.index)
+            heard = user_transcripts.get(key) if user_transcripts is not None else None
             if turn.text and turn.text.strip():
-                sides[(conv.id, turn.index)] = Side(turn.text, "dataset")
-            elif asr is None:
-                sides[(conv.id, turn.index)] = Side(None, None, "no user transcript: the dataset has none and asr=none")
+                sides[key] = Side(turn.text, "dataset")
+            elif user_transcripts is None:
+                sides[key] = Side(None, None, "no user transcript: the dataset has none and asr=none")
+            elif heard is None or heard.status != "ok":
+                sides[key] = Side(None, None, f"ASR of the user audio failed: {(heard.error if heard else None) or 'no record'}")
             else:
-                todo.append((conv, turn))
-    if not todo:
-        return sides
-    log = store.log(USER_ASR_LOG)
-    existing = log.load()
-    ident = asr.identity()
-    for conv, turn in tqdm(todo, desc="transcribe user", unit="turn", disable=not progress, dynamic_ncols=True):
-        key = (conv.id, turn.index)
-        fp = fingerprint(ident, audio_io.file_sha256(turn.audio_path))
-        record = existing.get(key)
-        if record is None or record.get("fingerprint") != fp or record.get("status") != "ok":
-            base = {"conversation_id": conv.id, "turn": turn.index, "stage": USER_ASR_LOG, "fingerprint": fp}
-            try:
-                samples, rate = audio_io.read(turn.audio_path)
-                record = {**base, "status": "ok", "text": asr.transcribe(samples, rate).text}
-            except Exception as err:  # recorded; the judge items that need it are missing
-                record = {**base, "status": "failed", "error": f"{type(err).__name__}: {err}"}
-            log.append(record)
-        if record["status"] == "ok":
-            sides[key] = Side(record["text"], "asr")
-        else:
-            sides[key] = Side(None, None, f"ASR of the user audio failed: {record['error']}")
+                sides[key] = Side(heard.text or "", "asr")
     return sides
 
 
-# --- planning and running -------------------------------------------------------------------
+# --- the judge stages ------------------------------------------------------------------------
 
 
 @dataclass
-class Item:
-    rubric: Rubric
-    client: JudgeClient
-    base: dict  # the record without its outcome
-    messages: list[dict] | None  # None: nothing to send (see base["missing"])
+class JudgeUnit(Unit):
+    """One (turn, rubric) to judge: the record without its outcome, and what to send (None: nothing)."""
+
+    base: dict[str, Any]
+    messages: list[dict] | None
 
 
-def _plan(prepared: Any, store: RunStore, rubrics: list[Rubric], clients: dict[str, JudgeClient]) -> list[Item]:
-    judge = prepared.cfg.judge
-    conversations = prepared.dataset.conversations
-    replays = store.log("replay").load()
-    asr_records = store.log("asr").load() if prepared.asr is not None else {}
-    users = _user_sides(conversations, store, prepared.asr, prepared.cfg.progress)
-    items: list[Item] = []
+class JudgeStage(Stage[JudgeUnit]):
+    """One rubric over every turn whose category it applies to: ``records/judge-<metric>.jsonl``."""
+
+    unit_name = "item"
+
+    def __init__(self, rubric: Rubric, client: JudgeClient, units: list[JudgeUnit], concurrency: int):
+        self.rubric = rubric
+        self.client = client
+        self.name = log_name(rubric.metric)
+        self._units = units
+        self.concurrency = concurrency
+        self.session_usage: dict = {}  # tokens of the calls made in this session
+
+    def units(self) -> list[JudgeUnit]:
+        return self._units
+
+    async def compute(self, unit: JudgeUnit, stored: dict, emit: Emit) -> None:
+        verdict = None if unit.messages is None else await self.client.judge(unit.messages, self.rubric)
+        if verdict is not None:
+            add_usage(self.session_usage, verdict.usage)
+        await emit(_record(self.rubric, unit.base, verdict))
+
+
+def plan(
+    judge: DictConfig,
+    conversations: Sequence[Conversation],
+    replays: Mapping[Key, ReplayRecord],
+    transcripts: Mapping[Key, AsrRecord] | None,
+    user_transcripts: Mapping[Key, AsrRecord] | None,
+    rubrics: list[Rubric],
+    clients: dict[str, JudgeClient],
+    applicability: Applicability,
+    run_root: Path,
+) -> dict[str, list[JudgeUnit]]:
+    """Every (turn, rubric) to judge, by metric, with the fingerprint fingerprint(judge identity, rubric
+    sha256, input sha256). Turns of categories a rubric does not apply to are not judged at all."""
+    users = user_sides(conversations, user_transcripts)
+    units: dict[str, list[JudgeUnit]] = {r.metric: [] for r in rubrics}
     for conv in conversations:
         earlier: list[Turn] = []
+        applying = [r for r in rubrics if applicability.applies(r.metric, conv.category)]
         for turn in conv.turns:
             key = (conv.id, turn.index)
             replay = replays.get(key)
             if replay is None:
                 continue
             user = users[key]
-            reply = reply_side(replay, asr_records.get(key), judge.reads, prepared.asr is not None)
-            for r in rubrics:
+            asr = transcripts.get(key) if transcripts is not None else None
+            reply = reply_side(replay, asr, judge.reads, transcripts is not None)
+            for r in applying:
                 client = clients[r.modality]
                 base: dict[str, Any] = {
                     "conversation_id": conv.id,
@@ -261,8 +262,8 @@ def _plan(prepared: Any, store: RunStore, rubrics: list[Rubric], clients: dict[s
                     "user_source": user.source,
                 }
                 messages, why = None, None
-                if replay.get("status") != "ok":
-                    why = f"turn {replay.get('status')}: {replay.get('error', '')}".strip()
+                if replay.status != "ok":
+                    why = f"turn {replay.status}: {replay.error or ''}".strip()
                 elif r.modality == "text":
                     base.update({"reads": judge.reads, "reply_source": reply.source})
                     why = user.missing or reply.missing
@@ -272,7 +273,7 @@ def _plan(prepared: Any, store: RunStore, rubrics: list[Rubric], clients: dict[s
                     base.update({"reads": "audio", "reply_source": "audio", "audio_user": judge.audio_user})
                     text = user.text if judge.audio_user in ("transcript", "both") else None
                     sound = turn.audio_path if judge.audio_user in ("audio", "both") else None
-                    if not replay.get("audio"):
+                    if not replay.audio:
                         why = "reply has no audio for the listening judge"
                     elif judge.audio_user == "transcript" and text is None:
                         why = user.missing
@@ -281,130 +282,84 @@ def _plan(prepared: Any, store: RunStore, rubrics: list[Rubric], clients: dict[s
                             base["user_source"] = "audio"
                         elif sound is not None:
                             base["user_source"] = f"{user.source}+audio"
-                        messages = audio_messages(r, earlier, text, sound, store.root / replay["audio"])
+                        messages = audio_messages(r, earlier, text, sound, run_root / replay.audio)
                 if messages is not None:
                     digest = input_sha256(messages)
                     base.update({"input_sha256": digest, "input": readable(messages)})
-                    base["fingerprint"] = fingerprint(client.identity(), r.sha256, digest)
+                    fp = fingerprint(client.identity(), r.sha256, digest)
                 else:
-                    base.update({"missing_input": why})
-                    base["fingerprint"] = fingerprint(client.identity(), r.sha256, "no input", why)
-                items.append(Item(r, client, base, messages))
-            if replay.get("status") == "ok":
+                    base["missing_input"] = why
+                    fp = fingerprint(client.identity(), r.sha256, "no input", why)
+                base["fingerprint"] = fp
+                units[r.metric].append(JudgeUnit({key: fp}, base, messages))
+            if replay.status == "ok":
                 earlier.append(Turn("user", user.text if user.text is not None else NO_TRANSCRIPT))
                 earlier.append(Turn("assistant", reply.text if reply.text is not None else NO_TRANSCRIPT))
-    return items
+    return units
 
 
-def _record(item: Item, verdict: Verdict | None) -> dict:
-    metric = item.rubric.metric
-    record = dict(item.base)
-    record["aggregation"] = "majority" if item.rubric.scale == "yes_no" else "mean"
+def _record(rubric: Rubric, base: dict, verdict: Verdict | None) -> JudgeRecord:
+    metric = rubric.metric
+    fields = {k: v for k, v in base.items() if k != "missing_input"}
+    aggregation = "majority" if rubric.scale == "yes_no" else "mean"
     if verdict is None:
-        why = record.pop("missing_input")
-        record.update({"status": "no_input", "metrics": {metric: None}, "missing": {metric: why}})
-        return record
-    record.update(
-        {
-            "status": verdict.status,
-            "metrics": {metric: verdict.value},
-            "missing": {metric: verdict.missing} if verdict.value is None else {},
-            "samples": verdict.samples,
-            "usage": verdict.usage,
-            "cost_usd": verdict.cost_usd,
-        }
+        why = base["missing_input"]
+        return JudgeRecord(**fields, status="no_input", aggregation=aggregation, metrics={metric: None}, missing={metric: why})
+    return JudgeRecord(
+        **fields,
+        status=verdict.status,
+        error=verdict.missing if verdict.status == "failed" else None,
+        aggregation=aggregation,
+        metrics={metric: verdict.value},
+        missing={metric: verdict.missing} if verdict.value is None else {},
+        samples=verdict.samples,
+        usage=verdict.usage,
+        cost_usd=verdict.cost_usd,
+        response_format=getattr(verdict, "response_format", None),
     )
-    return record
 
 
-def run(prepared: Any, store: RunStore, manifest: dict | None = None) -> list[JudgeStats]:
-    """Judge every current turn with every configured rubric; returns one StageStats per metric."""
-    judge = prepared.cfg.judge
-    if not enabled(judge):
-        return []
-    rubrics = _check(judge)
+def clients_for(judge: DictConfig, rubrics: list[Rubric]) -> dict[str, JudgeClient]:
     for name in ("httpx", "httpx2"):  # the SDK's HTTP client logs one INFO line per call: it would drown the output
         logging.getLogger(name).setLevel(logging.WARNING)
     limits = Limits(judge.requests_per_minute, judge.tokens_per_minute)  # one budget for the judge account
-    clients = {m: _client(judge, m, limits) for m in sorted({r.modality for r in rubrics})}
-    stats = {r.metric: JudgeStats(log_name(r.metric)) for r in rubrics}
-    logs = {r.metric: store.log(log_name(r.metric)) for r in rubrics}
-    existing = {r.metric: logs[r.metric].load() for r in rubrics}
-    items = _plan(prepared, store, rubrics, clients)
-    todo = []
-    for item in items:
-        key = (item.base["conversation_id"], item.base["turn"])
-        old = existing[item.rubric.metric].get(key)
-        if old is not None and old.get("fingerprint") == item.base["fingerprint"] and old.get("status") != "failed":
-            stats[item.rubric.metric].reused += 1
-        else:
-            todo.append(item)
-
-    def save(item: Item, verdict: Verdict | None) -> None:
-        record = _record(item, verdict)
-        logs[item.rubric.metric].append(record)
-        s = stats[item.rubric.metric]
-        status = record["status"]
-        s.failed += status == "failed"
-        s.computed += status != "failed"
-        s.unparseable += status in ("unparseable", "tied")
-        s.no_input += status == "no_input"
-        if status == "failed":
-            s.errors.append(f"{record['conversation_id']} turn {record['turn']}: {record['missing'][item.rubric.metric]}")
-        add_usage(s.usage, record.get("usage", {}))
-
-    async def go() -> None:
-        semaphore = asyncio.Semaphore(judge.concurrency)
-        bar = tqdm(total=len(todo), desc="judge", unit="item", disable=not prepared.cfg.progress, dynamic_ncols=True)
-
-        async def one(item: Item) -> None:
-            if item.messages is None:
-                save(item, None)
-            else:
-                async with semaphore:
-                    verdict = await item.client.judge(item.messages, item.rubric)
-                save(item, verdict)
-            bar.update(1)
-
-        tasks = [asyncio.ensure_future(one(i)) for i in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except JudgeEndpointError as err:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise JudgeEndpointError(f"{err} (judge records written so far are kept; fix the judge config and rerun)") from None
-        finally:
-            bar.close()
-            for client in clients.values():
-                await client.aclose()
-
-    asyncio.run(go())
-    current = {r.metric: logs[r.metric].load() for r in rubrics}
-    for item in items:
-        record = current[item.rubric.metric].get((item.base["conversation_id"], item.base["turn"]), {})
-        counts = stats[item.rubric.metric].current
-        counts[record.get("status")] = counts.get(record.get("status"), 0) + 1
-    if manifest is not None:
-        manifest.setdefault("judge", describe(judge))["usage"] = _usage_summary(stats.values(), logs, items, prices=judge)
-    return list(stats.values())
+    return {m: _client(judge, m, limits) for m in sorted({r.modality for r in rubrics})}
 
 
-def _usage_summary(stats: Iterable[JudgeStats], logs: dict, items: list[Item], prices: DictConfig) -> dict:
+async def run_judges(
+    judge: DictConfig, stages: list[JudgeStage], clients: dict[str, JudgeClient], store: RunStore, progress: bool
+) -> list[StageResult]:
+    """Check each judge endpoint, then judge rubric after rubric; a judge that refuses every request
+    (wrong key, model or URL) stops the stage with what it said, keeping the verdicts written so far."""
+    try:
+        for client in clients.values():
+            preflight = getattr(client, "preflight", None)
+            if preflight is not None:
+                await preflight()
+        results = []
+        for stage in stages:
+            try:
+                results.append(await run_stage_async(stage, store, progress))
+            except JudgeEndpointError as err:
+                raise JudgeEndpointError(
+                    f"{err} (judge records written so far are kept; fix the judge config and rerun)"
+                ) from None
+        return results
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+def usage_summary(results: list[StageResult], session: dict, judge: DictConfig) -> dict:
     """Tokens and estimated cost: of this session's calls, and of all current judge records."""
-    session: dict = {}
-    for s in stats:
-        add_usage(session, s.usage)
-    current = {(i.rubric.metric, i.base["conversation_id"], i.base["turn"]) for i in items}
     records: dict = {}
     cost: float | None = 0.0
-    for metric, log in logs.items():
-        for key, record in log.load().items():
-            if (metric, *key) in current:
-                add_usage(records, record.get("usage", {}))
-                if record.get("usage"):
-                    cost = None if cost is None or record.get("cost_usd") is None else cost + record["cost_usd"]
-    p = Prices(prices.price_input_per_mtok, prices.price_output_per_mtok, prices.price_audio_input_per_mtok)
+    for result in results:
+        for record in result.current.values():
+            if isinstance(record, JudgeRecord) and record.usage:
+                add_usage(records, record.usage)
+                cost = None if cost is None or record.cost_usd is None else cost + record.cost_usd
+    p = Prices(judge.price_input_per_mtok, judge.price_output_per_mtok, judge.price_audio_input_per_mtok)
     return {
         "this_session": {**session, "cost_usd": p.cost(session)},
         "current_records": {**records, "cost_usd": None if cost is None else round(cost, 6)},
@@ -424,9 +379,9 @@ def notes(cfg: DictConfig, stats: list[StageStats]) -> list[str]:
         f"(stepeval's own, docs/judging.md); the text judge reads {reads[judge.reads]} of each reply and the dataset "
         "transcript of each user turn (else its ASR)."
     ]
-    judged = [s for s in stats if isinstance(s, JudgeStats)]
-    unparseable = sum(s.current.get("unparseable", 0) + s.current.get("tied", 0) for s in judged)
-    no_input = sum(s.current.get("no_input", 0) for s in judged)
+    judged = [s for s in stats if s.stage.startswith("judge-")]
+    unparseable = sum(s.statuses.get("unparseable", 0) + s.statuses.get("tied", 0) for s in judged)
+    no_input = sum(s.statuses.get("no_input", 0) for s in judged)
     if unparseable:
         out.append(f"{unparseable} judge item(s) left unscored: unparseable judge reply (raw replies in records/judge-*.jsonl).")
     if no_input:

@@ -1,8 +1,11 @@
-"""The multi-turn replay engine: conversations in parallel, turns in order, every turn saved.
+"""The replay stage: conversations in parallel, turns in order, every turn saved.
 
-Each finished turn is written (audio file first, then its record, fsynced) before the next
-starts, so a kill loses only the turns in flight. A turn whose stored record has the same
-fingerprint is reused, not asked again.
+A unit is one conversation. Each finished turn is written (audio file first, then its record,
+fsynced) before the next starts, so a kill loses only the turns in flight. A turn's fingerprint
+chains the model, history policy, system prompt, seed, the user audio's sha256 and the previous
+turn's fingerprint, so all of a conversation's fingerprints are known before any model call.
+A turn that fails (the model, or unusable user audio) is recorded with its reason; the
+conversation's later turns are recorded as skipped, and both are retried on the next run.
 """
 
 from __future__ import annotations
@@ -10,42 +13,21 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from stepeval import audio as audio_io
 from stepeval.client import history as history_mod
 from stepeval.client.responder import Responder
-from stepeval.store import GroupCommitter, RunStore, fingerprint
+from stepeval.records import FAILED, SKIPPED, Key, ReplayRecord
+from stepeval.stages.base import Emit, Stage, Unit
+from stepeval.store import RunStore, fingerprint
 from stepeval.types import Conversation, Reply, TurnContext
 
 STAGE = "replay"
-
-
-def _read_user_turn(path) -> tuple[np.ndarray, int, str]:
-    samples, rate = audio_io.read(path)
-    return samples, rate, audio_io.file_sha256(path)
-
-
-@dataclass
-class StageStats:
-    """How much of a stage was reused, computed, or could not be computed."""
-
-    stage: str
-    reused: int = 0
-    computed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        total = self.reused + self.computed + self.failed + self.skipped
-        text = f"{self.stage}: {total} records: {self.reused} reused, {self.computed} computed"
-        if self.failed or self.skipped:
-            text += f", {self.failed} failed, {self.skipped} skipped after a failure"
-        return text
 
 
 @dataclass
@@ -57,83 +39,87 @@ class ReplaySettings:
     system_prompt: str | None = None
 
 
-class ReplayEngine:
-    def __init__(self, responder: Responder, store: RunStore, settings: ReplaySettings, progress: bool = True):
+@dataclass
+class ConversationUnit(Unit):
+    conversation: Conversation
+    user_sha256: dict[int, str | None]  # turn index -> sha256 of the user audio (None: unreadable)
+    unreadable: dict[int, str]  # turn index -> why the user audio cannot be used
+
+
+class ReplayStage(Stage[ConversationUnit]):
+    name = STAGE
+    unit_name = "turn"
+
+    def __init__(self, responder: Responder, store: RunStore, settings: ReplaySettings, conversations: Sequence[Conversation]):
         self.responder = responder
         self.store = store
         self.settings = settings
-        self.progress = progress
-        self.log = store.log(STAGE)
-        self.committer = GroupCommitter(self.log)
-        self.stats = StageStats(STAGE)
+        self.conversations = conversations
+        self.concurrency = settings.concurrency
 
-    async def run(self, conversations: list[Conversation]) -> StageStats:
-        existing = self.log.load()
-        semaphore = asyncio.Semaphore(max(1, self.settings.concurrency))
-        total = sum(len(c.turns) for c in conversations)
-        bar = tqdm(total=total, desc="replay", unit="turn", disable=not self.progress, dynamic_ncols=True)
+    def units(self) -> list[ConversationUnit]:
+        return [self._unit(conv) for conv in self.conversations]
 
-        async def one(conv: Conversation) -> None:
-            async with semaphore:
-                await self._conversation(conv, existing, bar)
+    def _unit(self, conv: Conversation) -> ConversationUnit:
+        s = self.settings
+        fps: dict[Key, str] = {}
+        shas: dict[int, str | None] = {}
+        unreadable: dict[int, str] = {}
+        previous = ""
+        for turn in conv.turns:
+            try:
+                shas[turn.index] = audio_io.file_sha256(turn.audio_path)
+            except OSError as err:
+                shas[turn.index] = None
+                unreadable[turn.index] = f"user audio {turn.audio_path}: {err.strerror or err}"
+            text = turn.text if s.history == "transcript" else None
+            fp = fingerprint(
+                s.model_fingerprint, s.history, s.system_prompt, s.seed, shas[turn.index] or "unreadable", text, previous
+            )
+            fps[(conv.id, turn.index)] = fp
+            previous = fp
+        return ConversationUnit(fps, conv, shas, unreadable)
 
-        try:
-            await asyncio.gather(*(one(c) for c in conversations))
-        finally:
-            bar.close()
-        return self.stats
+    def usable(self, record: ReplayRecord) -> bool:
+        # the audio vanished: redo the turn rather than trust a dangling record
+        return not record.audio or (self.store.root / record.audio).exists()
 
-    async def _conversation(self, conv: Conversation, existing: dict, bar: tqdm) -> None:
+    async def compute(self, unit: ConversationUnit, stored: dict[Key, ReplayRecord], emit: Emit) -> None:
+        conv = unit.conversation
         earlier: list[history_mod.Exchange] = []
-        previous_fp = ""
         failed_at: int | None = None
         for turn in conv.turns:
-            user_audio, user_rate, user_sha = await asyncio.to_thread(_read_user_turn, turn.audio_path)
-            fp = fingerprint(
-                self.settings.model_fingerprint,
-                self.settings.history,
-                self.settings.system_prompt,
-                self.settings.seed,
-                user_sha,
-                turn.text if self.settings.history == "transcript" else None,
-                previous_fp,
-            )
+            key = (conv.id, turn.index)
             base = {
                 "conversation_id": conv.id,
                 "turn": turn.index,
                 "stage": STAGE,
-                "fingerprint": fp,
+                "fingerprint": unit.fingerprints[key],
                 "category": conv.category,
                 "language": conv.language,
             }
             if failed_at is not None:
-                await self._append({**base, "status": "skipped", "error": f"turn {failed_at} failed earlier"})
-                self.stats.skipped += 1
-                bar.update(1)
+                await emit(ReplayRecord(**base, status=SKIPPED, error=f"turn {failed_at} failed earlier"))
                 continue
-            record = self._reusable(existing.get((conv.id, turn.index)), fp)
-            if record is not None:
-                self.stats.reused += 1
-            else:
-                messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
-                context = TurnContext(conv.id, turn.index, self.settings.seed)
-                record = await self._ask(base, messages, context)
-            bar.update(1)
-            if record["status"] != "ok":
+            try:
+                if turn.index in unit.unreadable:
+                    raise audio_io.UnusableAudio(unit.unreadable[turn.index])
+                user_audio, user_rate = await asyncio.to_thread(_read_user_audio, turn.audio_path)
+            except (audio_io.UnusableAudio, OSError, ValueError, RuntimeError) as err:
+                await emit(ReplayRecord(**base, status=FAILED, error=f"user audio unusable: {err}"))
                 failed_at = turn.index
                 continue
-            earlier.append(history_mod.Exchange(user_audio, user_rate, turn.text, record.get("text") or record.get("transcript")))
-            previous_fp = fp
+            record = stored.get(key)
+            if record is None:
+                messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
+                record = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
+                await emit(record)
+            if record.status != "ok":
+                failed_at = turn.index
+                continue
+            earlier.append(history_mod.Exchange(user_audio, user_rate, turn.text, record.text or record.transcript))
 
-    def _reusable(self, record: dict | None, fp: str) -> dict | None:
-        if record is None or record.get("fingerprint") != fp or record.get("status") != "ok":
-            return None
-        rel = record.get("audio")
-        if rel and not (self.store.root / rel).exists():
-            return None  # the audio vanished: redo the turn rather than trust a dangling record
-        return record
-
-    async def _ask(self, base: dict, messages: list, context: TurnContext) -> dict:
+    async def _ask(self, base: dict, messages: list, context: TurnContext) -> ReplayRecord:
         started = time.perf_counter()
         try:
             reply = await self.responder.respond(messages, context)
@@ -142,38 +128,34 @@ class ReplayEngine:
             raise
         except Exception as err:  # any model failure is recorded; the run goes on
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            record = {**base, "status": "failed", "error": detail}
-            self.stats.failed += 1
-            self.stats.errors.append(f"{base['conversation_id']} turn {base['turn']}: {detail}")
-        else:
-            self.stats.computed += 1
-        record.setdefault("timings", {})["wall_s"] = round(time.perf_counter() - started, 4)
-        await self._append(record)
+            record = ReplayRecord(**base, status=FAILED, error=detail)
+        record.timings["wall_s"] = round(time.perf_counter() - started, 4)
         return record
 
-    def _save(self, base: dict, reply: Reply) -> dict:
-        record = {
+    def _save(self, base: dict, reply: Reply) -> ReplayRecord:
+        record = ReplayRecord(
             **base,
-            "status": "ok",
-            "text": reply.text,
-            "transcript": reply.transcript,
-            "timings": dict(reply.timings),
-            "usage": dict(reply.usage),
-            "extra": dict(reply.extra),
-            "audio": None,
-        }
+            text=reply.text,
+            transcript=reply.transcript,
+            speaks=bool(getattr(self.responder, "speaks", True)),
+            timings=dict(reply.timings),
+            usage=dict(reply.usage),
+            extra=dict(reply.extra),
+        )
         if reply.audio is not None:
             if not reply.sample_rate:
                 raise ValueError("reply has audio but no sample rate")
             samples = np.asarray(reply.audio, dtype=np.float32)
             path = self.store.reply_audio_path(base["conversation_id"], base["turn"])
-            record["audio_sha256"] = audio_io.write_wav_atomic(path, samples, reply.sample_rate)
-            record["audio"] = self.store.relative(path)
-            record["sample_rate"] = reply.sample_rate
-            record["duration_s"] = round(audio_io.duration(samples, reply.sample_rate), 4)
+            record.audio_sha256 = audio_io.write_wav_atomic(path, samples, reply.sample_rate)
+            record.audio = self.store.relative(path)
+            record.sample_rate = reply.sample_rate
+            record.duration_s = round(audio_io.duration(samples, reply.sample_rate), 4)
         elif reply.text is None:
             raise ValueError("reply has neither text nor audio")
         return record
 
-    async def _append(self, record: dict) -> None:
-        await self.committer.append(record)
+
+def _read_user_audio(path: Path) -> tuple[np.ndarray, int]:
+    """The user's clip as the model will hear it; damaged audio is refused, never sent."""
+    return audio_io.read_user_clip(path)
