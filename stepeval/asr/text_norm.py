@@ -140,7 +140,7 @@ def _t2s():
 
 _DIGIT_CHARS = "零〇一二两三四五六七八九幺"
 _PLACE_CHARS = "十百千万亿億"
-_DIGIT_VALUE = dict(zip("零〇一二两三四五六七八九幺", "001223456789" + "1", strict=True))
+_DIGIT_VALUE = dict(zip(_DIGIT_CHARS, "0012234567891", strict=True))
 _RUN = re.compile(f"[{_DIGIT_CHARS}{_PLACE_CHARS}]+")
 _NUM = r"\d+(?:\.\d+)?"
 
