@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from stepeval import pipeline
-from stepeval.data import loader, sources
 from stepeval.config import conf_dir, register_schemas
+from stepeval.data import loader, sources
 from stepeval.judging import rubric
 from stepeval.reporting.records import turn_scores
 from stepeval.store import iter_records

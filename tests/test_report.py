@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from stepeval import views
 from stepeval.cli import main as cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,6 +74,9 @@ def judged_run(demo_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     manifest = json.loads((run / "manifest.json").read_text())  # as the judge stage records what it scored
     manifest["judge"] = {"name": "fake", "rubrics": {"chat_score": {"name": "chat_score.v1"}}}
     (run / "manifest.json").write_text(json.dumps(manifest))
+    _, view = views.resolve(run)  # and as the pipeline selects a view's records
+    view.selection["judge-chat_score"] = {(r["conversation_id"], r["turn"]): f"fp{n}" for n, r in enumerate(scores)}
+    views.save(run, view)
     return run
 
 

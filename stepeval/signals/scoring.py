@@ -19,7 +19,7 @@ from stepeval import audio as audio_io
 from stepeval.asr.text_norm import error_rate, language_family
 from stepeval.signals import dnsmos, prosody, speaker, utmos
 
-VERSION = "signals-v3"  # v3: no speaker score for replies in which ASR heard no speech
+VERSION = "signals-v4"  # v4: error rates on the corrected number normalisation, with edit counts (corpus rates)
 BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
 QUALITY = (*dnsmos.METRICS, "utmos")
 FLAGS = ("flag_empty", "flag_silent", "flag_clipped", "flag_truncated")
