@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stepeval.reporting.mismatch import Mismatch, affected, mismatches
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, PairedResult, paired_compare
 from stepeval.reporting.tables import Run, direction, direction_word, escape_markdown, fmt, load_run
 
@@ -138,14 +139,23 @@ def _p(result: PairedResult) -> str:
     return "n/a" if result.p_value is None else f"{result.p_value:.3g}"
 
 
-def summary_markdown(baseline: Run, candidate: Run, outcomes: list[Outcome], alpha: float, seed: int, resamples: int) -> str:
+def summary_markdown(
+    baseline: Run,
+    candidate: Run,
+    outcomes: list[Outcome],
+    alpha: float,
+    seed: int,
+    resamples: int,
+    found: list[Mismatch] | None = None,
+) -> str:
+    found = found or []
     failed = [o for o in outcomes if o.failed]
     verdict = "FAIL" if failed else "PASS"
     lines = [
         f"## stepeval compare: {verdict}",
         "",
-        f"baseline `{escape_markdown(baseline.name)}` ({escape_markdown(baseline.model)}) vs "
-        f"candidate `{escape_markdown(candidate.name)}` ({escape_markdown(candidate.model)}); "
+        f"baseline `{escape_markdown(baseline.label)}` ({escape_markdown(baseline.model)}) vs "
+        f"candidate `{escape_markdown(candidate.label)}` ({escape_markdown(candidate.model)}); "
         f"difference = candidate - baseline on turns scored in both; 95% paired cluster bootstrap over conversations "
         f"({resamples} resamples, seed {seed}); p from a sign-flip test over conversations; alpha {alpha:g}.",
         "",
@@ -156,6 +166,9 @@ def summary_markdown(baseline: Run, candidate: Run, outcomes: list[Outcome], alp
     for o in outcomes:
         r = o.result
         mark = {"fail": "**FAIL**", "lost": "**FAIL (lost)**", "pass": "pass", "skipped": "skipped"}[o.status]
+        differs = affected(o.gate.metric, found)
+        if differs:
+            mark += f" (MISMATCH: {', '.join(differs)} differ)"
         lines.append(
             f"| {escape_markdown(o.gate.metric)} | {direction_word(o.gate.higher_is_better)} | {o.gate.threshold:g} "
             f"| {fmt(r.baseline_mean)} | {fmt(r.candidate_mean)} | {_interval(r)} | {_p(r)} | {r.conversations} ({r.turns}) "
@@ -174,6 +187,12 @@ def summary_markdown(baseline: Run, candidate: Run, outcomes: list[Outcome], alp
                     f"- `{o.gate.metric}`: difference {r.difference:+.4f}, 95% CI {_interval(r).split(' ', 1)[1]}, "
                     f"p = {_p(r)} ({direction_word(o.gate.higher_is_better)}, threshold {o.gate.threshold:g})"
                 )
+    if found:
+        lines += ["", "**Scored differently (--allow-mismatch):**", ""]
+        lines += [f"- {m.aspect}: {escape_markdown(m.detail)}" for m in found]
+    for run, role in ((baseline, "baseline"), (candidate, "candidate")):
+        if run.subset:
+            lines += ["", f"Note: the {role} is a SUBSET view ({run.subset})."]
     base_files = baseline.manifest.get("dataset", {}).get("files_sha256")
     if base_files != candidate.manifest.get("dataset", {}).get("files_sha256"):
         lines += ["", "Note: the runs are on different dataset files (files_sha256 differ)."]
@@ -198,6 +217,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
     p.add_argument("--summary-out", type=Path, help="also write the Markdown summary to this file")
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare although the runs' judge, rubrics, ASR, signals or metrics config differ (affected rows are marked)",
+    )
     return p
 
 
@@ -211,8 +235,15 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval compare: error: {err}", file=sys.stderr)
         return 2
+    found = mismatches(baseline, candidate)
+    if found and not args.allow_mismatch:
+        print("stepeval compare: error: the runs were scored differently, so their numbers are not comparable:", file=sys.stderr)
+        for m in found:
+            print(f"  - {m.aspect}: {m.detail}", file=sys.stderr)
+        print("  (pass --allow-mismatch to compare anyway; the affected rows are then marked)", file=sys.stderr)
+        return 2
     outcomes = [judge(g, baseline, candidate, args.alpha, args.seed, args.resamples) for g in gates]
-    text = summary_markdown(baseline, candidate, outcomes, args.alpha, args.seed, args.resamples)
+    text = summary_markdown(baseline, candidate, outcomes, args.alpha, args.seed, args.resamples, found)
     print(text)
     if args.summary_out:
         args.summary_out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
 from stepeval.reporting.tables import (
     CELL_LEGEND,
@@ -34,7 +35,8 @@ FIELDS = ("mean", "low", "high", "scored", "missing", "conversations")
 def _describe(run: Run) -> dict:
     config = run.manifest.get("config", {})
     return {
-        "run": run.name,
+        "run": run.label,
+        "subset": run.subset or None,
         "model": run.model,
         "dataset": (config.get("dataset") or {}).get("name"),
         "asr": (config.get("asr") or {}).get("name"),
@@ -60,6 +62,13 @@ def build(
     notes = []
     if len(datasets) > 1:
         notes.append("the runs are on different dataset files (files_sha256 differ): their scores are not comparable")
+    subsets = [run.label for run in runs if run.subset]
+    if subsets:
+        notes.append(f"SUBSET views (not the whole dataset): {', '.join(subsets)}")
+    if len(runs) > 1:
+        differ = sorted({m.aspect for run in runs[1:] for m in mismatches(runs[0], run)})
+        if differ:
+            notes.append(f"the runs were scored differently ({', '.join(differ)} differ): compare their numbers with care")
     absent = [m for m in metrics if all(row["cells"][m] is None for row in rows)]
     if absent:
         notes.append(f"not run in any of these runs: {', '.join(absent)}")
