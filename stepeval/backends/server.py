@@ -44,17 +44,10 @@ class BadRequest(ValueError):
 
 
 def compose_model(option: str, overrides: list[str]) -> DictConfig:
-    """The ``model`` group exactly as ``stepeval run`` composes it (same conf dir, schemas, overrides)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The ``model`` group exactly as ``stepeval run`` composes it (packaged configs, $STEPEVAL_CONF, schemas, overrides)."""
+    from stepeval.config import compose
 
-    from stepeval.config import conf_dir, register_schemas
-
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={option}", *overrides])
-    return cfg.model
+    return compose([f"model={option}", *overrides]).model
 
 
 def load_backend(model: DictConfig) -> Backend:
