@@ -240,7 +240,7 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stepeval serve", description="Serve a backend as OpenAI-compatible audio chat.")
-    parser.add_argument("model", help="a model option from conf/model (e.g. parrot)")
+    parser.add_argument("model", help="a model option (e.g. parrot; `stepeval run --help` lists them)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.backend.delay_s=0.5")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
