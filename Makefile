@@ -17,7 +17,7 @@ ARGS ?=
 # CPU torch for the tests' tiny in-process models (a GPU machine installs its own build instead)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup eval test lint format clean regress bench
+.PHONY: setup system-deps eval test lint format clean regress bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ setup: $(STAMP)
 eval: $(STAMP)
 	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/stepeval run --multirun dataset=$(DATASET) model=$(MODEL) asr=$(ASR) judge=$(JUDGE) $(ARGS)
 
-test: $(STAMP)
+# system packages the tests need (espeak-ng, chromium, CJK fonts): installed with apt-get where root, else the command is printed
+system-deps:
+	sh scripts/system_deps.sh '$(PYTHON)'
+
+test: system-deps $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

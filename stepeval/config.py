@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CONF_DIR_ENV = "STEPEVAL_CONF"
+CONF_DIR_ENV = "STEPEVAL_CONF"  # extra config folders (os.pathsep-separated) that extend the packaged ones
+CONF_PACKAGE = "stepeval.conf"  # the packaged configs; Hydra composes from pkg://stepeval.conf
 # a key whose name ends in one of these holds a secret (max_tokens, tokens_per_minute, tokenizer do not)
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authori[sz]ation|credentials?|bearer)$", re.IGNORECASE)
 REDACTED = "<redacted>"
@@ -188,22 +190,86 @@ def register_schemas() -> None:
 
 
 def conf_dir() -> Path:
-    """``$STEPEVAL_CONF``, else ``./conf`` if present, else the repository's ``conf/``."""
+    """The packaged configs (``stepeval/conf``, Hydra's ``pkg://stepeval.conf``): what every run composes from.
+
+    Nothing in the working folder is looked at: a user's own folder only ever extends these (``user_conf_dirs``).
+    """
+    return Path(__file__).resolve().parent / "conf"
+
+
+def user_conf_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """Folders that add config options to the packaged ones: ``$STEPEVAL_CONF`` (``os.pathsep``-separated), then ``extra``.
+
+    Hydra searches them after the package, so a file named like a packaged one would be ignored without a word:
+    that, a missing folder, or a ``config.yaml`` (the packaged one is always the primary config) is an error naming it.
+    """
     import os
 
-    for candidate in (os.environ.get(CONF_DIR_ENV), "conf", Path(__file__).resolve().parents[1] / "conf"):
-        if candidate and (Path(candidate) / "config.yaml").exists():
-            return Path(candidate).resolve()
-    raise FileNotFoundError("no conf/config.yaml found: run from the stepeval checkout or set STEPEVAL_CONF")
+    raw = [p for p in os.environ.get(CONF_DIR_ENV, "").split(os.pathsep) if p.strip()]
+    dirs: list[Path] = []
+    packaged = {(g, o) for g, options in _options_in(conf_dir()).items() for o in options}
+    for entry in [*raw, *extra]:
+        folder = Path(entry).expanduser().resolve()
+        where = f"{CONF_DIR_ENV}={entry}" if entry in raw else str(entry)
+        if not folder.is_dir():
+            raise ValueError(f"config folder {where} does not exist")
+        if (folder / "config.yaml").exists():
+            raise ValueError(
+                f"{folder / 'config.yaml'}: a user config folder adds options to the groups (e.g. model/my_model.yaml); "
+                "the packaged config.yaml stays the primary config: remove it and set top-level keys on the command line"
+            )
+        for group, options in _options_in(folder).items():
+            for option in options:
+                if (group, option) in packaged:
+                    raise ValueError(
+                        f"{folder / group / option}.yaml has the name of the packaged option {group}={option} and would be "
+                        f"ignored: rename it (e.g. {group}/my_{option}.yaml)"
+                    )
+        if folder not in dirs:
+            dirs.append(folder)
+    return dirs
 
 
-def group_options(root: Path | None = None) -> dict[str, list[str]]:
-    root = root or conf_dir()
+def search_path_override(dirs: Sequence[Path | str]) -> list[str]:
+    """The Hydra override that appends ``dirs`` (folders or ``pkg://`` / ``file://`` entries) to the config search path."""
+    if not dirs:
+        return []
+    entries = []
+    for entry in dirs:
+        text = str(entry) if "://" in str(entry) else f"file://{Path(entry).resolve()}"
+        if "'" in text or "\\" in text:
+            raise ValueError(f"config folder {entry}: a path with a quote or backslash cannot be put on Hydra's search path")
+        entries.append(f"'{text}'")
+    return [f"hydra.searchpath=[{','.join(entries)}]"]
+
+
+def _options_in(root: Path) -> dict[str, list[str]]:
     return {
         group.name: sorted(p.stem for p in group.glob("*.yaml"))
         for group in sorted(root.iterdir())
-        if group.is_dir() and group.name != "hydra"
+        if group.is_dir() and not group.name.startswith(("_", ".")) and group.name != "hydra"
     }
+
+
+def group_options(root: Path | None = None, extra_dirs: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """Options per config group: the packaged ones (or ``root``'s), plus those of user folders."""
+    merged: dict[str, set[str]] = {}
+    for folder in [root or conf_dir(), *extra_dirs]:
+        for group, options in _options_in(Path(folder)).items():
+            merged.setdefault(group, set()).update(options)
+    return {group: sorted(options) for group, options in sorted(merged.items())}
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The run config exactly as ``stepeval run`` composes it: packaged configs, ``$STEPEVAL_CONF``, schemas, overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[*search_path_override(user_conf_dirs()), *overrides])
 
 
 def check_target(node: Any, where: str) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from stepeval.config import conf_dir, group_options, register_schemas
+from stepeval.config import (
+    CONF_DIR_ENV,
+    CONF_PACKAGE,
+    conf_dir,
+    group_options,
+    register_schemas,
+    search_path_override,
+    user_conf_dirs,
+)
 
 # runs of this process (one, or a sweep's jobs) that ended with problems: the exit status says so
 _UNCLEAN: list[str] = []
@@ -51,10 +62,14 @@ examples:
 show the composed config without running: stepeval run --cfg job [overrides]
 results: <results_dir>/<run name>/ (manifest.json, records/, audio/, views/<view>/summary.json + table.md); rerun to resume.
 exit status: 0 clean; 1 an error stopped the run, or a record failed / was skipped / a metric could not run.
+
+configs: the packaged ones ({packaged}); your own options (e.g. my_conf/model/my_model.yaml, starting
+  `defaults: [schema, _self_]`) come in only when named: --config-dir my_conf, hydra.searchpath=[file:///abs/my_conf]
+  or {env}=my_conf (several: {sep}-separated). A folder in the working directory is never read by itself.{user}
 """
 
 
-def _help() -> str:
+def _help(user_dirs: list[Path]) -> str:
     import yaml
 
     defaults = {}
@@ -62,20 +77,70 @@ def _help() -> str:
         if isinstance(entry, dict):
             defaults.update({str(k): str(v) for k, v in entry.items()})
     lines = []
-    for group, options in group_options().items():
+    for group, options in group_options(extra_dirs=user_dirs).items():
         shown = [f"{o}*" if defaults.get(group) == o else o for o in options if o != "schema"]
         lines.append(f"  {group}: {', '.join(shown)}")
-    return HELP.format(groups="\n".join(lines))
+    user = "".join(f"\n  + {d}" for d in user_dirs)
+    return HELP.format(groups="\n".join(lines), packaged=f"pkg://{CONF_PACKAGE}", env=CONF_DIR_ENV, sep=os.pathsep, user=user)
+
+
+def _search_path_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` taken out of ``args``: (other args, search path entries).
+
+    They are put back as one ``hydra.searchpath`` override together with ``$STEPEVAL_CONF``, after checking them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    rest: list[str] = []
+    entries: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg in ("--config-dir", "-cd"):
+            value = next(it, None)
+            if value is None:
+                raise ValueError(f"{arg} needs a folder")
+            entries.append(value)
+        elif arg.startswith("--config-dir="):
+            entries.append(arg.split("=", 1)[1])
+        elif arg.split("=", 1)[0] == "hydra.searchpath":
+            value = OverridesParser.create().parse_override(arg).value()
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{arg}: hydra.searchpath must be a list of folders, e.g. [file:///abs/my_conf]")
+            entries.extend(value)
+        else:
+            rest.append(arg)
+    return rest, entries
+
+
+# Hydra's flags that take a value (``--info`` takes one of its choices or none)
+_VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun"}
+_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _with_overrides(args: list[str], extra: list[str]) -> list[str]:
+    """``extra`` overrides inserted next to the user's own: Hydra's parser takes overrides in one run only."""
+    for i, arg in enumerate(args):
+        before = args[i - 1] if i else ""
+        if not arg.startswith("-") and before not in _VALUED and not (before in ("--info", "-i") and arg in _INFO):
+            return [*args[:i], *extra, *args[i:]]
+    return [*args, *extra]
 
 
 def main(args: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in args):
-        print(_help())
+    try:
+        rest, entries = _search_path_args(list(args))
+        folders = user_conf_dirs([e.removeprefix("file://") for e in entries if e.startswith("file://") or "://" not in e])
+    except (ValueError, OmegaConfBaseException, HydraException) as err:
+        print(f"stepeval run: error: {err}", file=sys.stderr)
+        return 1
+    if any(a in ("-h", "--help") for a in rest):
+        print(_help(folders))
         return 0
+    packages = [e for e in entries if "://" in e and not e.startswith("file://")]
     register_schemas()
-    app = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)
+    app = hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base="1.3")(_job)
     saved = sys.argv
-    sys.argv = ["stepeval run", *args]
+    sys.argv = ["stepeval run", *_with_overrides(rest, search_path_override([*folders, *packages]))]
     _UNCLEAN.clear()
     try:
         app()

@@ -32,7 +32,7 @@ from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.secrets import scrub
 from stepeval.signals import scoring as signals
 from stepeval.stages import judge as judge_stage
-from stepeval.stages.base import StageResult, StageStats, run_stage
+from stepeval.stages.base import StageResult, StageStats, run_stage, run_stage_async
 from stepeval.stages.replay import ReplaySettings, ReplayStage
 from stepeval.stages.score import ScoreStage
 from stepeval.stages.transcribe import ReplyAsrStage, UserAsrStage
@@ -198,10 +198,13 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
     )
-    try:
-        results["replay"] = run_stage(ReplayStage(prepared.responder, store, settings, conversations), store, progress)
-    finally:
-        _close(prepared.responder)
+    async def replay() -> StageResult:
+        try:
+            return await run_stage_async(ReplayStage(prepared.responder, store, settings, conversations), store, progress)
+        finally:
+            await prepared.responder.aclose()  # in the loop its connections were opened in
+
+    results["replay"] = asyncio.run(replay())
     replays = results["replay"].current
 
     transcripts = user_transcripts = None
@@ -233,10 +236,6 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
             add_usage(session, stage.session_usage)
         manifest.setdefault("judge", judge_stage.describe(judge))["usage"] = judge_stage.usage_summary(judged, session, judge)
     return results
-
-
-def _close(responder: Responder) -> None:
-    asyncio.run(responder.aclose())
 
 
 def _view(prepared: Prepared, results: dict[str, StageResult], manifest: dict) -> views.View:

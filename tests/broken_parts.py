@@ -31,8 +31,8 @@ class TextOnly(Backend):
 
     speaks = False
 
-    def __init__(self, text: str | None = None):
-        self.text = text or "a text reply"
+    def __init__(self, text: str | None = None, audio_path: str | None = None, delay_s: float = 0.0):
+        self.text = text or "a text reply"  # (audio_path and delay_s: the canned config's keys, unused)
 
     def respond(self, history: list[Message], context: TurnContext) -> Reply:
         return Reply(text=self.text)

@@ -118,12 +118,12 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
         turn_scores(run)
 
 
-def test_default_metrics_config_composes_and_covers_every_signal(repo):
-    from stepeval.config import register_schemas
+def test_default_metrics_config_composes_and_covers_every_signal():
+    from stepeval.config import conf_dir, register_schemas
     from stepeval.signals import scoring as signals
 
     register_schemas()
-    with initialize_config_dir(config_dir=str(repo / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         cfg = compose(config_name="config", overrides=["dataset=sample"])
         with pytest.raises(Exception, match="higher_is_better"):
             compose(config_name="config", overrides=["dataset=sample", "metrics.rules.utmos.higher_is_better=maybe"])

@@ -124,13 +124,13 @@ def test_paraformer_output_is_joined_without_spaces_between_characters():
         join_output({"text": "not a list"})
 
 
-def test_paraformer_router_config_composes_and_fails_clearly_without_funasr(repo):
+def test_paraformer_router_config_composes_and_fails_clearly_without_funasr():
     from hydra import compose, initialize_config_dir
 
-    from stepeval.config import check_target, register_schemas
+    from stepeval.config import check_target, conf_dir, register_schemas
 
     register_schemas()
-    with initialize_config_dir(config_dir=str(repo / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         cfg = compose(config_name="config", overrides=["asr=paraformer_whisper_large_v3"])
     check_target(cfg.asr.engine, "asr.engine")
     engine = instantiate(cfg.asr.engine)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from stepeval import pipeline, views
+from stepeval import pipeline
 from stepeval.config import conf_dir, register_schemas
 from stepeval.data import sources
 from stepeval.reporting import compare, leaderboard
@@ -106,7 +106,8 @@ def test_compare_error_names_the_difference(tmp_path: Path, capsys: pytest.Captu
     with FakeServer() as server:
         server.fallback = fixed_score("yes")
         first = pipeline.run(config(tmp_path, "model=canned", "asr=none", "limit=2", *judged(server, "judge-a")))
-        second = pipeline.run(config(tmp_path, "model=canned", "asr=none", "limit=2", *judged(server, "judge-a", "judge.temperature=0.7")))
+        warmer = judged(server, "judge-a", "judge.temperature=0.7")
+        second = pipeline.run(config(tmp_path, "model=canned", "asr=none", "limit=2", *warmer))
     capsys.readouterr()
     assert compare.main(["--baseline", str(first.view_dir), "--candidate", str(second.view_dir)]) == 2
     err = capsys.readouterr().err
@@ -166,7 +167,7 @@ def test_chinese_category_names_keep_their_metrics_and_unknown_ones_are_named(tm
     names = {"singing": "歌唱", "role-playing": "角色扮演", "creativity": "创作", "gaming": "神秘类别"}
     folder = _chinese_dataset(tmp_path, names)
     local = ["dataset=stepeval360", "dataset.source=local", f"dataset.local_dir={folder}", "model=parrot", "asr=none"]
-    result = stepeval_run(tmp_path / "results", *local, "limit=4")
+    result = stepeval_run(tmp_path / "results", *local)
     assert "category '神秘类别' matches no category in the metrics config" in result.stderr
     folder_view = next((tmp_path / "results").glob("*/views/*"))
     summary = _view_summary(folder_view)
@@ -182,12 +183,13 @@ def _exit(result) -> int:
 
 
 def test_exit_status_when_every_asr_record_failed(tmp_path: Path):
-    result = stepeval_run(tmp_path, "dataset=sample", "model=parrot", "limit=2", "asr.engine._target_=tests.broken_parts.NoNetworkASR", "+asr.engine.model=large-v3")
+    broken = ["dataset=sample", "model=parrot", "limit=2", "asr=none", "asr.engine={_target_:tests.broken_parts.NoNetworkASR}"]
+    result = stepeval_run(tmp_path, *broken)
     assert _exit(result) == 1, result.stderr
     assert "asr: 4 failed and 0 skipped of 4 records" in result.stderr
     summary = _view_summary(next(tmp_path.glob("*/views/*")))
     assert summary["metrics"]["speech_detected"]["overall"]["missing"] == 4
-    accepted = stepeval_run(tmp_path, "dataset=sample", "model=parrot", "limit=2", "asr.engine._target_=tests.broken_parts.NoNetworkASR", "+asr.engine.model=large-v3", "allow_failures=true")
+    accepted = stepeval_run(tmp_path, *broken, "allow_failures=true")
     assert _exit(accepted) == 0 and "accepted (allow_failures=true)" in accepted.stderr
 
 
@@ -195,7 +197,8 @@ def test_exit_status_for_an_empty_dataset(tmp_path: Path):
     folder = _chinese_dataset(tmp_path, {})
     frame = pd.read_parquet(folder / "data" / "train.parquet")
     frame.iloc[0:0].to_parquet(folder / "data" / "train.parquet")
-    result = stepeval_run(tmp_path / "results", "dataset=stepeval360", "dataset.source=local", f"dataset.local_dir={folder}", "model=silence", "asr=none")
+    local = ["dataset=stepeval360", "dataset.source=local", f"dataset.local_dir={folder}"]
+    result = stepeval_run(tmp_path / "results", *local, "model=silence", "asr=none")
     assert _exit(result) == 1
     assert "empty" in result.stderr and str(folder) in result.stderr
 
@@ -203,7 +206,9 @@ def test_exit_status_for_an_empty_dataset(tmp_path: Path):
 def test_exit_status_for_a_judge_that_fails_every_item(tmp_path: Path):
     with FakeServer() as server:
         server.fallback = lambda request: Scripted(status=500, json={"error": {"message": "overloaded"}})
-        result = stepeval_run(tmp_path, "model=canned", "asr=none", "limit=2", *judged(server), "judge.max_retries=0")
+        result = stepeval_run(
+            tmp_path, "dataset=sample", "model=canned", "asr=none", "limit=2", *judged(server), "judge.max_retries=0"
+        )
     assert _exit(result) == 1
     assert "judge-relevance: 4 failed" in result.stderr
 
@@ -211,11 +216,12 @@ def test_exit_status_for_a_judge_that_fails_every_item(tmp_path: Path):
 def test_a_text_only_model_has_speech_metrics_not_applicable_in_process_and_over_the_wire(tmp_path: Path):
     from tests import openai_audio
 
-    text_only = ["model.backend._target_=tests.broken_parts.TextOnly", "~model.backend.audio_path", "~model.backend.delay_s"]
+    text_only = ["model.backend._target_=tests.broken_parts.TextOnly"]
     in_process = pipeline.run(config(tmp_path / "a", "model=canned", *text_only, "asr=none", "limit=1"))
     with FakeServer() as server:
-        server.fallback = lambda request: openai_audio.completion(content="a text reply")
-        wire = pipeline.run(config(tmp_path / "b", "model=served", f"model.base_url={server.url}/v1", "model.name=texty", "model.modalities=[text]", "asr=none", "limit=1"))
+        server.fallback = lambda request: Scripted(json=openai_audio.completion(content="a text reply"))
+        served = ["model=served", f"model.base_url={server.url}/v1", "model.name=texty", "model.modalities=[text]"]
+        wire = pipeline.run(config(tmp_path / "b", *served, "asr=none", "limit=1"))
     for outcome in (in_process, wire):
         table = (outcome.view_dir / "table.md").read_text()
         overall = next(line for line in table.splitlines() if line.startswith("| **overall**"))

@@ -1,6 +1,6 @@
 """Qwen2.5-Omni through transformers: audio in, text and 24 kHz speech out.
 
-Its speech output needs the documented system prompt (``conf/model/qwen2_5_omni.yaml``); with
+Its speech output needs the documented system prompt (``stepeval/conf/model/qwen2_5_omni.yaml``); with
 another system prompt the talker is not trained to speak. ``speak: false`` runs the thinker
 only (text replies, speech metrics then marked not applicable).
 """

@@ -44,17 +44,10 @@ class BadRequest(ValueError):
 
 
 def compose_model(option: str, overrides: list[str]) -> DictConfig:
-    """The ``model`` group exactly as ``stepeval run`` composes it (same conf dir, schemas, overrides)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The ``model`` group exactly as ``stepeval run`` composes it (packaged configs, $STEPEVAL_CONF, schemas, overrides)."""
+    from stepeval.config import compose
 
-    from stepeval.config import conf_dir, register_schemas
-
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={option}", *overrides])
-    return cfg.model
+    return compose([f"model={option}", *overrides]).model
 
 
 def load_backend(model: DictConfig) -> Backend:
@@ -247,7 +240,7 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stepeval serve", description="Serve a backend as OpenAI-compatible audio chat.")
-    parser.add_argument("model", help="a model option from conf/model (e.g. parrot)")
+    parser.add_argument("model", help="a model option (e.g. parrot; `stepeval run --help` lists them)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.backend.delay_s=0.5")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

@@ -23,8 +23,23 @@ class Mismatch:
 
 
 def _short(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _difference(a: object, b: object, prefix: str = "") -> list[str]:
+    """The differing leaves of two values, as 'path: a vs b' (whole values when they are not both mappings)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                out += _difference(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [f"{prefix.rstrip('.') or 'value'}: {_short(a)} vs {_short(b)}"]
+
+
+def _detail(a: object, b: object) -> str:
+    return "; ".join(_difference(a, b)[:6])
 
 
 def mismatches(baseline: Run, candidate: Run) -> list[Mismatch]:
@@ -41,13 +56,13 @@ def mismatches(baseline: Run, candidate: Run) -> list[Mismatch]:
             out.append(Mismatch(f"rubric {metric}", f"sha256 {str(b_sha)[:12]} vs {str(c_sha)[:12]}", frozenset({metric})))
     for key in ("endpoints", "settings", "reads", "audio_user", "input_format"):
         if b_rubrics and c_rubrics and bj.get(key) != cj.get(key):
-            out.append(Mismatch(f"judge {key}", f"{_short(bj.get(key))} vs {_short(cj.get(key))}", judged))
+            out.append(Mismatch(f"judge {key}", _detail(bj.get(key), cj.get(key)), judged))
     if base.get("asr") != cand.get("asr"):
-        out.append(Mismatch("ASR", f"{_short(base.get('asr'))} vs {_short(cand.get('asr'))}", ASR_METRICS | judged))
+        out.append(Mismatch("ASR", _detail(base.get("asr"), cand.get("asr")), ASR_METRICS | judged))
     if base.get("signals") is not None and cand.get("signals") is not None and base["signals"] != cand["signals"]:
-        out.append(Mismatch("objective signals", f"{_short(base['signals'])} vs {_short(cand['signals'])}", None))
+        out.append(Mismatch("objective signals", _detail(base["signals"], cand["signals"]), None))
     if base.get("metrics") != cand.get("metrics"):
-        out.append(Mismatch("metrics config", "applicability rules, aliases or directions differ", None))
+        out.append(Mismatch("metrics config", _detail(base.get("metrics"), cand.get("metrics")), None))
     return out
 
 
