@@ -56,8 +56,8 @@ def test_unsafe_member_refuses_archive_and_writes_nothing(tmp_path: Path, bad: t
         extract_once(archive, cache)
     message = str(caught.value)
     assert repr(bad.name) in message and reason in message and str(archive) in message
-    # nothing written: not the safe member, not the escapee, no temp folder left behind
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != archive]
+    # nothing extracted: not the safe member, not the escapee, no temp folder left behind (the hash cache is not a member)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != archive and p.name != "hashes.json"]
     assert written == []
     assert not (tmp_path / "deep" / "escape.wav").exists()
 
