@@ -118,8 +118,8 @@ def override_token(key: str, value: str | None) -> str:
     value = NONE if value is None else str(value)
     if _BARE.match(value) and value.lower() not in ("null", "true", "false"):
         return f"dataset.columns.{key}={value}"
-    quoted = value.replace("\\", "\\\\").replace("'", "\\'")
-    return shlex.quote(f"dataset.columns.{key}='{quoted}'")
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return shlex.quote(f'dataset.columns.{key}="{quoted}"')
 
 
 def overrides_line(columns: dict[str, str | None]) -> str:

@@ -329,7 +329,7 @@ class Detector:
         """category / language: a name match whose values are not all empty; for category also low-cardinality columns."""
         d = self.decision
         profiles = {n: p for n, p in self.all_scalar_paths().items() if n not in taken}
-        named = [(r, p) for r, p in self.by_name(key, profiles, taken) if p.kind == "str"]
+        named = [(r, p) for r, p in self.by_name(key, profiles, taken) if p.kind in ("str", "null")]
         rejected = [f"{p.name} (every value empty: it would yield only 'unknown')" for _, p in named if p.nonnull == 0]
         rejected += [
             f"{p.name} (unique per row: {p.unique} values)"
@@ -344,6 +344,7 @@ class Detector:
                 p
                 for p in profiles.values()
                 if p.kind == "str" and p not in good and 2 <= p.unique <= limit and p.audio_share == 0 and not _varies(p, groups)
+                and (groups is None or p.unique < len(groups))
                 and name_rank(p.name.split(".")[-1], "language") is None
             ]  # fmt: skip
         d.candidates[key] = [p.name for p in good] + [p.name for p in content]
@@ -504,6 +505,7 @@ class Detector:
         d.settle("turns", None, "none: one row per turn")
         indices = self.turn_index_candidates(taken)
         self.conversation_id_grouping(taken, indices)
+        taken.update(str(d.columns[k]) for k in ("conversation_id", "turn_index") if d.columns.get(k) not in (None, NONE))
         groups = _groups(self.column_values(d.columns["conversation_id"])) if d.columns.get("conversation_id") else None
         for key in ("language", "category"):
             if not self.given_or(key, taken):
