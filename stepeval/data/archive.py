@@ -53,9 +53,10 @@ def _unreadable(archive: Path, err: BaseException) -> ArchiveError:
     if isinstance(err, EOFError):
         what = "is truncated (the compressed stream ends early)"
     elif isinstance(err, (zlib.error, OSError)) and not isinstance(err, tarfile.TarError):
-        what = f"is damaged ({err})"
-    else:
-        what = f"is not a readable tar archive ({err})"
+        what = f"is damaged ({' '.join(str(err).split())})"
+    else:  # tarfile's ReadError lists every method it tried over several lines: keep it to one
+        detail = " ".join(str(err).split())
+        what = f"is not a readable tar archive ({detail[:160]})"
     return ArchiveError(f"{archive} ({size} bytes) {what}: download it again (git lfs pull, or delete it from the hub cache)")
 
 
