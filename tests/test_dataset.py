@@ -257,7 +257,7 @@ def test_nested_field_can_be_mapped_by_dotted_path_or_turn_field(tmp_path: Path)
 
 def _turn_rows_with_row_id(session: str = "session", category: str = "scene") -> pd.DataFrame:
     rows, n = [], 0
-    for conv_id, cat, language, turns in _sample_rows():
+    for conv_id, cat, _, turns in _sample_rows():
         for index, turn in enumerate(turns):
             rows.append(
                 {
