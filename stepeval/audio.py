@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
+import re
+import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,72 @@ def read(path: str | Path, rate: int | None = None) -> tuple[np.ndarray, int]:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise ValueError(f"cannot decode audio file {path}: {err}") from err
+    return _finish(audio, sr, rate)
+
+
+class UnusableAudio(ValueError):
+    """A file that decodes but must not be sent to a model: non-finite samples, or a header that disagrees with its data."""
+
+    def __init__(self, path: str | Path, defect: str):
+        self.path, self.defect = Path(path), defect
+        super().__init__(f"unusable audio {path}: {defect}")
+
+
+def wav_length_defect(path: str | Path) -> str | None:
+    """Compare a RIFF/WAVE header's declared data length with the bytes actually present.
+
+    libsndfile quietly reads what is there, so a WAV cut to a third decodes as a third of the turn;
+    only the header says how long it should be.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = rate = 0
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return "no data chunk (the file ends inside its header)"
+            ident, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if ident == b"fmt ":
+                fmt = fh.read(length + (length & 1))
+                if len(fmt) >= 14:
+                    rate, block_align = struct.unpack("<I", fmt[4:8])[0], struct.unpack("<H", fmt[12:14])[0]
+                continue
+            if ident == b"data":
+                present = size - fh.tell()
+                if length in (0, 0xFFFFFFFF) or present >= length:  # 0 / max: a streamed header, length unknown
+                    return None
+                bytes_per_s = block_align * rate
+                if bytes_per_s:
+                    return (
+                        f"header declares {length / bytes_per_s:.2f} s of audio but the file holds "
+                        f"{present / bytes_per_s:.2f} s (data chunk cut short)"
+                    )
+                return f"header declares {length} data bytes but the file holds {present} (data chunk cut short)"
+            fh.seek(length + (length & 1), os.SEEK_CUR)
+
+
+def read_checked(path: str | Path, rate: int | None = None) -> tuple[np.ndarray, int]:
+    """``read`` for audio that is about to be sent to a model: damaged audio raises ``UnusableAudio``.
+
+    Checks what decoding hides: a header length that disagrees with the data, and NaN/inf samples
+    (which become full-scale clicks once converted to 16-bit PCM).
+    """
+    defect = wav_length_defect(path)
+    if defect:
+        raise UnusableAudio(path, defect)
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise UnusableAudio(path, f"cannot decode ({err})") from err
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise UnusableAudio(path, f"{bad} non-finite sample(s) (NaN or inf) of {audio.size}")
+    if audio.shape[0] == 0:
+        raise UnusableAudio(path, "no samples")
     return _finish(audio, sr, rate)
 
 
@@ -63,14 +133,66 @@ def write_wav_atomic(path: Path, audio: np.ndarray, rate: int) -> str:
     Returns the sha256 of the bytes written.
     """
     data = encode_wav(audio, rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(Path(path), data)
     return hashlib.sha256(data).hexdigest()
+
+
+def temporary_name(path: Path) -> Path:
+    """``.<name>.<pid>.tmp`` beside ``path``: the pid lets a later start tell a dead writer's litter from a live one's."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary sibling, fsync, rename; on failure remove the temporary and name the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        hint = " (disk full)" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OSError(err.errno, f"cannot write {path}{hint}: {err.strerror or err}", str(path)) from err
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
+    """Remove ``.<name>.<pid>.tmp`` files and folders left by writers that died (SIGKILL, disk full).
+
+    Only temporaries whose pid is no longer running are removed: a concurrent writer's are left alone.
+    Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if not match or _pid_alive(int(match["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def duration(audio: np.ndarray, rate: int) -> float:

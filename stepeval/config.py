@@ -34,6 +34,7 @@ class History(str, Enum):
 class Source(str, Enum):
     hub = "hub"
     local = "local"
+    packaged = "packaged"  # a small set shipped in stepeval/data/ (repo_id names it)
     sample = "sample"
 
 
@@ -61,6 +62,7 @@ class DatasetSchema:
     source: Source = Source.hub
     repo_id: str | None = None
     revision: str | None = None
+    split: str | None = None  # hub/packaged: which split (null: the only one)
     local_dir: str | None = None
     cache_dir: str | None = None
     columns: ColumnsSchema = field(default_factory=ColumnsSchema)

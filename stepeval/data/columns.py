@@ -1,42 +1,45 @@
-"""Map a parquet table of unknown schema onto conversations.
+"""Map a table of unknown schema onto conversations.
 
 The real StepEval-Audio-360 schema is not published, so the mapping is configuration
-(``dataset.columns.*``) with auto-detection of the two likely layouts:
+(``dataset.columns.*``) with evidence-based detection (``stepeval.data.detect``) of the two likely layouts:
 
 * ``conversation``: one row per conversation, turns nested in a list column
   (a list of structs holding an audio reference and a transcript, or a list of audio refs);
 * ``turn``: one row per user turn, with a conversation id and (optionally) a turn index.
+
+A mapping value is a column name, a dotted path into a struct column (``meta.category``), or, for
+the per-turn keys of the conversation layout (``audio``, ``text``), a field of the turn entries
+(``speech``, or ``dialogue.speech`` with the list column's name first). ``none`` says the dataset has
+no such column. ``stepeval data inspect`` and ``stepeval run`` take the same ``dataset.columns.KEY=VALUE``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import re
+import shlex
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-CANDIDATES: dict[str, tuple[str, ...]] = {
-    "conversation_id": ("conversation_id", "conv_id", "dialog_id", "dialogue_id", "session_id", "id", "uid", "idx"),
-    "turns": ("turns", "conversation", "conversations", "dialog", "dialogue", "messages", "history", "rounds"),
-    "turn_index": ("turn_index", "turn_idx", "turn_id", "turn", "round", "round_id"),
-    "audio": ("audio", "audio_path", "audio_file", "audio_filename", "wav", "wav_path", "path", "file", "filename"),
-    "text": ("text", "transcript", "transcription", "query", "prompt", "question", "content", "asr", "sentence"),
-    "category": ("category", "task", "capability", "type", "class", "domain"),
-    "language": ("language", "lang", "locale", "dialect"),
-    "role": ("role", "speaker", "from"),
-}
-USER_ROLES = {"user", "human", "speaker", "client", "usr", "q"}
 CONFIG_KEYS = ("layout", "conversation_id", "turns", "turn_index", "audio", "text", "category", "language")
+LAYOUTS = ("auto", "conversation", "turn")
+NONE = "none"  # a mapping value meaning: this dataset has no such column
+USER_ROLES = {"user", "human", "speaker", "client", "usr", "q", "question", "query", "customer"}
 
 
 class SchemaError(ValueError):
     """The table's columns could not be mapped; the message lists what was found."""
 
 
+class DatasetEmpty(SchemaError):
+    """The table has no rows."""
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
-    """``dataset.columns``: any key left null is auto-detected."""
+    """``dataset.columns``: a key left null is detected; ``none`` means the dataset has no such column."""
 
     layout: str = "auto"  # auto | conversation | turn
     conversation_id: str | None = None
@@ -49,13 +52,32 @@ class ColumnSpec:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any] | None) -> ColumnSpec:
-        mapping = dict(mapping or {})
+        mapping = {str(k): v for k, v in dict(mapping or {}).items()}
         unknown = set(mapping) - {f.name for f in fields(cls)}
         if unknown:
             raise SchemaError(f"unknown dataset.columns keys {sorted(unknown)}; allowed: {list(CONFIG_KEYS)}")
-        if mapping.get("layout", "auto") not in ("auto", "conversation", "turn"):
-            raise SchemaError(f"dataset.columns.layout={mapping['layout']!r}: use auto, conversation or turn")
-        return cls(**mapping)
+        values: dict[str, Any] = {}
+        for key, value in mapping.items():
+            value = getattr(value, "value", value)  # a Hydra enum
+            if value is not None:
+                value = str(value).strip()
+                if value.lower() in (NONE, "null", "") and key != "layout":
+                    value = NONE
+            values[key] = value
+        layout = values.get("layout") or "auto"
+        if layout not in LAYOUTS:
+            raise SchemaError(f"dataset.columns.layout={layout!r}: use auto, conversation or turn")
+        values["layout"] = layout
+        if values.get("audio") == NONE:
+            raise SchemaError("dataset.columns.audio=none: the user audio is required; name its column")
+        return cls(**values)
+
+    def given(self) -> dict[str, str]:
+        """The keys the user set (layout only when not auto)."""
+        out = {k: getattr(self, k) for k in CONFIG_KEYS if getattr(self, k) is not None}
+        if out.get("layout") == "auto":
+            del out["layout"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,128 +96,189 @@ class RawConversation:
 
 @dataclass(frozen=True)
 class Mapping:
+    """What detection settled on, and why: ``columns`` (key -> path or None), ``evidence`` (key -> one line)."""
+
     layout: str
     columns: dict[str, str | None]
+    evidence: dict[str, str] = field(default_factory=dict)
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    role: str | None = None  # conversation layout: the turn field that tells user turns from the others
+
+    def overrides(self) -> str:
+        return overrides_line({"layout": self.layout, **self.columns})
+
+
+# -- the one line both commands take ------------------------------------------------------------
+
+_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def override_token(key: str, value: str | None) -> str:
+    """``dataset.columns.KEY=VALUE``, quoted for Hydra and the shell where the value needs it."""
+    value = NONE if value is None else str(value)
+    if _BARE.match(value) and value.lower() not in ("null", "true", "false"):
+        return f"dataset.columns.{key}={value}"
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return shlex.quote(f'dataset.columns.{key}="{quoted}"')
+
+
+def overrides_line(columns: dict[str, str | None]) -> str:
+    """Every key, in a fixed order, as one line to paste after ``stepeval data inspect <source>`` or ``stepeval run``."""
+    return " ".join(override_token(key, columns.get(key)) for key in CONFIG_KEYS)
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """Parse ``dataset.columns.KEY=VALUE`` tokens exactly as ``stepeval run`` (Hydra's override grammar) does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out: dict[str, Any] = {}
+    for token in tokens:
+        try:
+            override = parser.parse_override(token)
+        except Exception as err:  # Hydra's grammar errors are several types
+            raise SchemaError(f"cannot parse {token!r} as KEY=VALUE: {err}") from err
+        key = override.key_or_group
+        if key.startswith("dataset.columns."):
+            key = key[len("dataset.columns.") :]
+        elif key.startswith("columns."):
+            key = key[len("columns.") :]
+        value = override.value()
+        out[key] = None if value is None else str(value)
+    return out
+
+
+# -- reading values out of rows ------------------------------------------------------------------
+
+
+def is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def first_value(series: pd.Series) -> Any:
+    return next((v for v in series if v is not None and not (isinstance(v, float) and np.isnan(v))), None)
+
+
+def split_path(path: str, names: list[str]) -> list[str] | None:
+    """``a.b.c`` -> [column, field, ...], taking the longest prefix that is a column name; None if none is."""
+    if path in names:
+        return [path]
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in names:
+            return [head, *parts[cut:]]
+    return None
+
+
+def get_path(value: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def text_value(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def nested_fields(df: pd.DataFrame) -> list[str]:
+    """Every dotted path one level into struct columns and into the structs of list columns."""
+    out = []
+    for name in map(str, df.columns):
+        sample = first_value(df[name])
+        if isinstance(sample, dict):
+            out.extend(f"{name}.{k}" for k in sample)
+        elif is_list(sample) and len(sample) and isinstance(sample[0], dict):
+            out.extend(f"{name}.{k}" for k in sample[0])
+    return out
 
 
 def describe_columns(df: pd.DataFrame) -> str:
     parts = []
     for name in df.columns:
-        sample = next((v for v in df[name] if v is not None), None)
+        sample = first_value(df[name])
         kind = type(sample).__name__ if sample is not None else "null"
         if isinstance(sample, dict):
             kind = f"struct{{{', '.join(map(str, sample))}}}"
-        elif _is_list(sample) and len(sample) and isinstance(sample[0], dict):
+        elif is_list(sample) and len(sample) and isinstance(sample[0], dict):
             kind = f"list<struct{{{', '.join(map(str, sample[0]))}}}>"
-        elif _is_list(sample):
+        elif is_list(sample):
             kind = "list"
         parts.append(f"{name} ({kind})")
     return ", ".join(parts)
 
 
-def _is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple, np.ndarray))
+# -- building conversations from a settled mapping ------------------------------------------------
 
 
-def _pick(present: list[str], key: str, configured: str | None, source: str, required: bool) -> str | None:
-    if configured is not None:
-        if configured not in present:
-            raise SchemaError(f"{source}: dataset.columns.{key}={configured!r} is not a column; found: {present}")
-        return configured
-    lowered = {c.lower(): c for c in present}
-    for name in CANDIDATES[key]:
-        if name in lowered:
-            return lowered[name]
-    if required:
-        return None
-    return None
-
-
-def _fail(df: pd.DataFrame, source: str, why: str) -> SchemaError:
-    return SchemaError(
-        f"{source}: {why}.\n  columns found: {describe_columns(df)}\n"
-        f"  set the mapping in config, e.g. `stepeval run dataset.columns.layout=turn "
-        f"dataset.columns.conversation_id=<col> dataset.columns.audio=<col>`; keys: {', '.join(CONFIG_KEYS)}"
-    )
-
-
-def detect(df: pd.DataFrame, spec: ColumnSpec, source: str) -> Mapping:
-    """Choose a layout and the columns that fill each role, or fail naming what was found."""
-    present = [str(c) for c in df.columns]
-    pick = {key: _pick(present, key, getattr(spec, key), source, False) for key in CONFIG_KEYS if key != "layout"}
-    turns_col = pick["turns"]
-    if turns_col is None and spec.layout in ("auto", "conversation"):
-        # a list-valued audio column also means one row per conversation
-        for col in [pick["audio"], *present]:
-            if col is not None and _is_list(next((v for v in df[col] if v is not None), None)):
-                turns_col = col
-                break
-    layout = spec.layout
-    if layout == "auto":
-        layout = "conversation" if turns_col is not None else "turn"
-    if layout == "conversation":
-        if turns_col is None:
-            raise _fail(df, source, "layout 'conversation' needs a list column of turns and none was found")
-        pick["turns"] = turns_col
-    else:
-        missing = [k for k in ("conversation_id", "audio") if pick[k] is None]
-        if missing:
-            raise _fail(df, source, f"no column found for {', '.join(missing)} (neither layout fits)")
-    return Mapping(layout=layout, columns=pick)
-
-
-def _text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return str(value)
-
-
-def _turns_from_list(items: Any, spec: ColumnSpec, source: str, parallel_text: Any = None) -> list[RawTurn]:
+def _turns_from_list(items: Any, mapping: Mapping, source: str, parallel_text: Any, position: int) -> list[RawTurn]:
+    cols = mapping.columns
+    audio_field, text_field, role_field = cols.get("audio"), cols.get("text"), mapping.role
+    texts = list(parallel_text) if is_list(parallel_text) else None
     turns: list[RawTurn] = []
-    texts = list(parallel_text) if _is_list(parallel_text) else None
-    for position, item in enumerate(list(items)):
-        if isinstance(item, dict):
-            keys = [str(k) for k in item]
-            role_key = _pick(keys, "role", None, source, False)
-            if role_key and str(item[role_key]).lower() not in USER_ROLES:
+    for number, item in enumerate(list(items)):
+        if isinstance(item, dict) and audio_field is not None and not _is_audio_struct(item):
+            if role_field and str(item.get(role_field, "")).strip().lower() not in USER_ROLES:
                 continue  # assistant/reference turns are not replayed
-            audio_key = _pick(keys, "audio", spec.audio, f"{source} (turn fields)", True)
-            text_key = _pick(keys, "text", spec.text, f"{source} (turn fields)", False)
-            if audio_key is None:
-                raise SchemaError(f"{source}: turn entries have fields {keys} and none holds audio; set dataset.columns.audio")
-            turns.append(RawTurn(item[audio_key], _text(item.get(text_key)) if text_key else None))
+            audio = get_path(item, audio_field.split("."))
+            text = text_value(get_path(item, text_field.split("."))) if text_field else None
+            turns.append(RawTurn(audio, text))
         else:
-            text = _text(texts[position]) if texts and position < len(texts) else None
+            text = text_value(texts[number]) if texts and number < len(texts) else None
             turns.append(RawTurn(item, text))
+    if not turns:
+        raise SchemaError(f"{source}: row {position} has no user turns in {cols['turns']!r}")
     return turns
 
 
-def to_conversations(df: pd.DataFrame, mapping: Mapping, spec: ColumnSpec, source: str) -> list[RawConversation]:
+def _is_audio_struct(value: dict) -> bool:
+    return set(value) <= {"bytes", "path", "array", "sampling_rate"} and ("bytes" in value or "path" in value)
+
+
+def to_conversations(df: pd.DataFrame, mapping: Mapping, source: str) -> list[RawConversation]:
     cols = mapping.columns
+    names = [str(c) for c in df.columns]
+    paths = {k: split_path(v, names) for k, v in cols.items() if v}
+    records = df.to_dict("records")
+
+    def value(row: dict, key: str) -> Any:
+        parts = paths.get(key)
+        return get_path({k: row[k] for k in parts[:1]}, parts) if parts else None
+
     out: list[RawConversation] = []
-
-    def value(row: pd.Series, key: str) -> str | None:
-        return _text(row[cols[key]]) if cols.get(key) else None
-
     if mapping.layout == "conversation":
-        parallel_text = cols["text"] if cols["text"] and cols["text"] != cols["turns"] else None
-        for position, (_, row) in enumerate(df.iterrows()):
-            conv_id = value(row, "conversation_id") or f"row{position:04d}"
-            items = row[cols["turns"]]
-            if not _is_list(items):
-                raise SchemaError(f"{source}: row {position} column {cols['turns']!r} is not a list of turns")
-            extra_text = row[parallel_text] if parallel_text else None
-            turns = _turns_from_list(items, spec, source, extra_text)
-            out.append(RawConversation(conv_id, value(row, "category"), value(row, "language"), tuple(turns)))
+        parallel = cols["text"] if cols.get("text") and cols["text"] in names and cols["text"] != cols["turns"] else None
+        for position, row in enumerate(records):
+            conv_id = text_value(value(row, "conversation_id")) or f"row{position:04d}"
+            items = value(row, "turns")
+            if not is_list(items):
+                raise SchemaError(
+                    f"{source}: row {position} column {cols['turns']!r} is not a list of turns ({type(items).__name__})"
+                )
+            turns = _turns_from_list(items, mapping, source, row[parallel] if parallel else None, position)
+            category, language = text_value(value(row, "category")), text_value(value(row, "language"))
+            out.append(RawConversation(conv_id, category, language, tuple(turns)))
         return out
 
-    groups: dict[str, list[tuple[float, int, pd.Series]]] = {}
-    for position, (_, row) in enumerate(df.iterrows()):
-        order = row[cols["turn_index"]] if cols["turn_index"] else position
-        groups.setdefault(str(row[cols["conversation_id"]]), []).append((float(order), position, row))
+    groups: dict[str, list[tuple[float, int, dict]]] = {}
+    for position, row in enumerate(records):
+        conv_id = text_value(value(row, "conversation_id")) if cols.get("conversation_id") else None
+        conv_id = conv_id or f"row{position:04d}"
+        order = value(row, "turn_index") if cols.get("turn_index") else position
+        try:
+            order = float(order)
+        except (TypeError, ValueError):
+            raise SchemaError(f"{source}: row {position} turn index {cols['turn_index']}={order!r} is not a number") from None
+        groups.setdefault(conv_id, []).append((order, position, row))
     for conv_id, rows in groups.items():
         rows.sort(key=lambda item: (item[0], item[1]))
         first = rows[0][2]
-        turns = tuple(RawTurn(r[cols["audio"]], value(r, "text")) for _, _, r in rows)
-        out.append(RawConversation(conv_id, value(first, "category"), value(first, "language"), turns))
+        turns = tuple(RawTurn(value(r, "audio"), text_value(value(r, "text"))) for _, _, r in rows)
+        category, language = text_value(value(first, "category")), text_value(value(first, "language"))
+        out.append(RawConversation(conv_id, category, language, turns))
     return out

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from stepeval.audio import write_bytes_atomic
 from stepeval.data.archive import COMPLETE_MARKER, extract_once
-from stepeval.data.columns import ColumnSpec, Mapping, RawConversation, detect, to_conversations
-from stepeval.data.sources import DatasetFiles, default_cache_dir
+from stepeval.data.columns import ColumnSpec, Mapping, RawConversation, describe_columns, to_conversations
+from stepeval.data.detect import detect
+from stepeval.data.sources import DatasetFiles, default_cache_dir, resolve
 from stepeval.types import Conversation, UserTurn
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm"}
@@ -83,10 +85,7 @@ class AudioIndex:
         digest = hashlib.sha256(data).hexdigest()[:16]
         path = self.spill_dir / f"{digest}{Path(name).suffix or '.wav'}"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_bytes_atomic(path, data)
         return path
 
 
@@ -98,14 +97,27 @@ class LoadedDataset:
     columns: str
     rows: int
     unresolved: list[tuple[str, int, str]] = field(default_factory=list)
+    audio_dir: Path | None = None  # where the archive was extracted (None: no archive)
 
     def counts(self, attribute: str) -> Counter:
         return Counter(getattr(c, attribute) for c in self.conversations)
 
 
 def read_table(files: DatasetFiles) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in files.parquet]
+    """The rows: already read through ``datasets`` (hub, packaged), or the parquet files of a local clone."""
+    if files.table is not None:
+        return files.table
+    frames = []
+    for path in files.parquet:
+        try:
+            frames.append(pd.read_parquet(path))
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"cannot read parquet file {path}: {err}") from err
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def source_label(files: DatasetFiles) -> str:
+    return ", ".join(str(p) for p in files.parquet) or str(files.root)
 
 
 def load(
@@ -115,18 +127,23 @@ def load(
     strict: bool = True,
     limit: int | None = None,
 ) -> LoadedDataset:
-    """Load conversations; with ``strict`` an unresolved audio reference is an error naming it."""
-    from stepeval.data.columns import describe_columns
+    """Load conversations; with ``strict`` an unresolved audio reference is an error naming it.
 
+    ``cache_dir`` is stepeval's cache (default ``$STEPEVAL_CACHE`` or ``~/.cache/stepeval``): the archive
+    is extracted into ``<cache_dir>/audio/<hash>/``, embedded audio bytes go to ``<cache_dir>/embedded-audio/``.
+    """
     spec = spec or ColumnSpec()
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir else (files.cache_dir or default_cache_dir())
+    files.cache_dir = cache
     df = read_table(files)
-    source = ", ".join(str(p) for p in files.parquet)
+    source = source_label(files)
     mapping = detect(df, spec, source)
-    raw = to_conversations(df, mapping, spec, source)
+    raw = to_conversations(df, mapping, source)
     roots = [files.root]
+    audio_dir = None
     if files.archive is not None:
-        roots.insert(0, extract_once(files.archive, cache / "audio"))
+        audio_dir = extract_once(files.archive, cache / "audio", hash_cache=cache)
+        roots.insert(0, audio_dir)
     index = AudioIndex(roots, cache / "embedded-audio")
     conversations, unresolved = [], []
     for item in raw[:limit] if limit else raw:
@@ -144,7 +161,18 @@ def load(
     dupes = [i for i, n in ids.items() if n > 1]
     if dupes:
         raise ValueError(f"{source}: duplicate conversation ids {dupes[:5]}; set dataset.columns.conversation_id")
-    return LoadedDataset(conversations, mapping, files, describe_columns(df), len(df), unresolved)
+    return LoadedDataset(conversations, mapping, files, describe_columns(df), len(df), unresolved, audio_dir)
+
+
+def load_configured(dataset: dict, limit: int | None = None, strict: bool = True) -> LoadedDataset:
+    """Load from a ``dataset`` config section (a plain dict: source, repo_id, local_dir, revision, split,
+    cache_dir, columns), as ``stepeval run`` and ``stepeval report`` do."""
+    source = str(getattr(dataset.get("source"), "value", dataset.get("source")) or "sample")
+    location = dataset.get("local_dir") if source == "local" else dataset.get("repo_id")
+    cache = Path(dataset["cache_dir"]).expanduser() if dataset.get("cache_dir") else None
+    files = resolve(source, location, dataset.get("revision"), split=dataset.get("split"), cache_dir=cache)
+    spec = ColumnSpec.from_mapping(dataset.get("columns"))
+    return load(files, spec, cache_dir=cache, strict=strict, limit=limit)
 
 
 def _build(item: RawConversation, index: AudioIndex) -> tuple[Conversation | None, list[tuple[str, int, str]]]:
@@ -166,4 +194,4 @@ def _build(item: RawConversation, index: AudioIndex) -> tuple[Conversation | Non
     return conv, missing
 
 
-__all__ = ["COMPLETE_MARKER", "LoadedDataset", "load", "normalise_language", "read_table"]
+__all__ = ["COMPLETE_MARKER", "LoadedDataset", "load", "load_configured", "normalise_language", "read_table"]
