@@ -217,18 +217,3 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-class UnusableAudio(ValueError):
-    """Audio that must not be sent to a model (unreadable, non-finite samples, cut short)."""
-
-
-def read_user_clip(path: Path) -> tuple[np.ndarray, int]:
-    """A user clip for replay; non-finite samples are refused rather than sent as full-scale clicks."""
-    try:
-        samples, rate = read(path)
-    except (OSError, RuntimeError) as err:
-        raise UnusableAudio(f"{path}: cannot be read ({err})") from None
-    if not np.isfinite(samples).all():
-        raise UnusableAudio(f"{path}: holds non-finite samples (NaN or inf)")
-    return samples, rate

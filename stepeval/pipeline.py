@@ -18,13 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from stepeval import __version__, views
+from stepeval import audio as audio_io
 from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
 from stepeval.client.build import build_responder, model_identity
 from stepeval.client.responder import Responder
 from stepeval.config import check_target, redact, to_container
-from stepeval.data import loader, sources
-from stepeval.data.columns import ColumnSpec
+from stepeval.data import loader
 from stepeval.judging.llm_judge import add_usage
 from stepeval.provenance import code_revision, package_versions
 from stepeval.reporting.records import turn_scores
@@ -43,6 +43,9 @@ EXTRA_HINT = {
     "speaker": "pip install resemblyzer (see the Makefile: --no-deps with webrtcvad-wheels)",
     "utmos": "pip install 'stepeval[judges]' torch, and reach torch.hub",
 }
+
+
+ADDED_DATASET_KEYS = ("split",)
 
 
 @dataclass
@@ -73,7 +76,8 @@ def run_name_for(cfg: DictConfig) -> str:
     if cfg.run_name:
         return str(cfg.run_name)
     plain = to_container(cfg)
-    dataset = {k: v for k, v in plain["dataset"].items() if k != "cache_dir"}
+    # keys added after runs existed count only when set, so earlier runs keep their names (and resume)
+    dataset = {k: v for k, v in plain["dataset"].items() if k != "cache_dir" and not (k in ADDED_DATASET_KEYS and v is None)}
     model = model_identity(plain["model"])  # no endpoints, keys or timeouts: replicas must not change the run
     digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
     return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"
@@ -102,10 +106,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
     ds_cfg = cfg.dataset
     location = ds_cfg.local_dir if ds_cfg.source.value == "local" else ds_cfg.repo_id
-    files = sources.resolve(ds_cfg.source.value, location, ds_cfg.revision)
-    spec = ColumnSpec.from_mapping({k: (v.value if hasattr(v, "value") else v) for k, v in ds_cfg.columns.items()})
-    cache = Path(ds_cfg.cache_dir).expanduser() if ds_cfg.cache_dir else None
-    dataset = loader.load(files, spec, cache_dir=cache)
+    dataset = loader.load_configured(to_container(ds_cfg))
     total = len(dataset.conversations)
     if not total:
         raise ValueError(
@@ -158,6 +159,8 @@ def run(cfg: DictConfig) -> RunOutcome:
     prepared = prepare(cfg)
     root = Path(cfg.results_dir) / prepared.run_name
     with RunStore(root) as store:
+        for stale in audio_io.clean_stale_temporaries(root, recursive=True):  # left by a kill or a full disk
+            print(f"removed a stale temporary file: {stale}", file=sys.stderr)
         manifest = _start_manifest(store, prepared)
         print(f"run {prepared.run_name}: {len(prepared.dataset.conversations)} conversations -> {root}")
         for warning in prepared.warnings:
@@ -198,6 +201,7 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
     )
+
     async def replay() -> StageResult:
         try:
             return await run_stage_async(ReplayStage(prepared.responder, store, settings, conversations), store, progress)

@@ -157,5 +157,6 @@ class ReplayStage(Stage[ConversationUnit]):
 
 
 def _read_user_audio(path: Path) -> tuple[np.ndarray, int]:
-    """The user's clip as the model will hear it; damaged audio is refused, never sent."""
-    return audio_io.read_user_clip(path)
+    """The user's clip as the model will hear it; damaged audio (non-finite samples, a header that
+    promises more than the data holds) is refused, never sent."""
+    return audio_io.read_checked(path)
