@@ -12,15 +12,31 @@ from stepeval.config import conf_dir, group_options, register_schemas
 
 
 def _job(cfg: DictConfig) -> str:
+    from stepeval import fleet
     from stepeval.pipeline import run
 
     try:
-        return str(run(cfg))
+        with fleet.up(cfg) as ready:  # model.launch: the harness's own servers, up for this run only
+            out = str(run(ready))
+        _note_sweep_run(out)
+        return out
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
         # expected failures (bad config, missing files or servers): one clear line, no traceback;
         # records already written stay in the run folder for the next attempt
         print(f"stepeval run: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _note_sweep_run(run_dir: str) -> None:
+    """In a multirun, leave the run folder in the sweep folder: a launcher that runs jobs in other processes
+    (submitit) returns nothing to the sweep's comparison callback, which reads these notes instead."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from stepeval.reporting.comparison import note_run
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        note_run(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, run_dir)
 
 
 HELP = """stepeval run: replay a dataset through a model, transcribe, score, tabulate.
