@@ -66,9 +66,9 @@ class LaunchSpec:
         kind = str(raw.get("where") or "local")
         if kind not in WHERE:
             raise ValueError(f"{where}.where={kind!r}: use local or slurm")
-        for key in ("replicas",):
-            if int(raw.get(key) or 0) < 1:
-                raise ValueError(f"{where}.{key} must be >= 1, got {raw.get(key)}")
+        replicas = raw.get("replicas", 1)
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"{where}.replicas must be >= 1, got {replicas}")
         if int(raw.get("gpus_per_replica") or 0) < 0:
             raise ValueError(f"{where}.gpus_per_replica must be >= 0")
         if raw.get("concurrency") is not None and int(raw["concurrency"]) < 1:
@@ -78,7 +78,7 @@ class LaunchSpec:
         return cls(
             command=command,
             where=kind,
-            replicas=int(raw["replicas"]),
+            replicas=replicas,
             gpus_per_replica=int(raw.get("gpus_per_replica") or 0),
             gpus=[int(g) for g in raw["gpus"]] if raw.get("gpus") is not None else None,
             host=str(raw.get("host") or ("0.0.0.0" if kind == "slurm" else "127.0.0.1")),
