@@ -235,3 +235,28 @@ def test_served_tiny_qwen2_audio_batches_wire_client_requests(tiny_qwen2_audio: 
     assert [r.text for r in replies] == expected
     assert batching["turns"] == len(items) and batching["largest"] > 1
     assert max(r.usage["batch_size"] for r in replies) == batching["largest"]
+
+
+@pytest.mark.slow
+def test_bench_serve_runs_with_the_tiny_config_on_cpu(tmp_path: Path, repo: Path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    args = ["--tiny", "--device", "cpu", "--levels", "1", "4", "--rounds", "2", "--baseline-turns", "3", "--new-tokens", "5"]
+    done = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "bench_serve.py"), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    rows = {(r["mode"], r["concurrent"]): r for r in figures["rows"]}
+    assert set(rows) == {("one at a time", 1), ("batched", 1), ("batched", 4)}
+    assert all(r["new_tokens_per_turn"] == [5] for r in rows.values())  # fixed work per turn
+    assert rows[("one at a time", 1)]["mean_batch"] == 1.0 and rows[("batched", 4)]["mean_batch"] > 1
+    assert rows[("batched", 4)]["turns"] == 8 and "| batched | 4 | 4 |" in done.stdout
