@@ -140,6 +140,17 @@ class Fleet:
         if self.stopped_at is not None:
             return
         self._stopping.set()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # a second Ctrl-C does not cut teardown
+        try:
+            self._stop_all()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        self.stopped_at = _now()
+        self.write_record()
+
+    def _stop_all(self) -> None:
         with self._lock:
             if self._monitor is not None and self._monitor is not threading.current_thread():
                 self._monitor.join(timeout=1)
@@ -149,8 +160,6 @@ class Fleet:
                     self._event(replica.index, "stopped")
                 except Exception as err:  # keep stopping the others
                     print(f"stepeval fleet: replica {replica.index} did not stop cleanly: {err}", file=sys.stderr)
-        self.stopped_at = _now()
-        self.write_record()
 
     def __enter__(self) -> Fleet:
         try:
