@@ -76,6 +76,47 @@ class EndpointSchema:
 
 
 @dataclass
+class SlurmLaunchSchema:
+    """Where a ``where: slurm`` fleet's jobs go (submitit's SlurmExecutor parameters)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 720  # each replica job's time limit
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    constraint: str | None = None
+    setup: list[str] = field(default_factory=list)  # shell lines before the command (module load, source a venv)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
+    folder: str | None = None  # submitit's job folder (shared filesystem); null: <run folder>/fleet/slurm
+
+
+@dataclass
+class LaunchSchema:
+    """How the harness starts a model's servers itself (docs/cluster.md) instead of being told where they are.
+
+    ``command`` is a string or a list; ``{port}``, ``{host}``, ``{gpus}`` (count), ``{replica}``, ``{python}`` and
+    ``{stepeval}`` (``{python} -m stepeval.cli``) are filled in per replica."""
+
+    command: Any = MISSING
+    where: str = "local"  # local (subprocesses on this node) | slurm (one job per replica)
+    replicas: int = 1
+    gpus_per_replica: int = 0
+    gpus: list[int] | None = None  # local: the GPU ids to share out; null: CUDA_VISIBLE_DEVICES, else nvidia-smi
+    host: str | None = None  # address the server binds ({host}); null: 127.0.0.1 locally, 0.0.0.0 on slurm
+    base_port: int | None = None  # replica i listens on base_port + i; null: a free port each
+    health_path: str = "/health"
+    api_path: str = "/v1"
+    concurrency: int | None = None  # requests in flight per replica (default: model.concurrency or concurrency)
+    startup_timeout_s: float = 900.0  # load + health (and queue wait on slurm)
+    stop_timeout_s: float = 30.0  # SIGTERM, then SIGKILL
+    max_restarts: int = 3  # per replica, when one dies mid-run
+    monitor_interval_s: float | None = None  # null: 1 s locally, 15 s on slurm
+    env: dict[str, str] = field(default_factory=dict)
+    slurm: SlurmLaunchSchema = field(default_factory=SlurmLaunchSchema)
+
+
+@dataclass
 class ModelSchema:
     name: str = MISSING
     # an in-process backend: {_target_: stepeval.backends..., **kwargs}
@@ -96,6 +137,8 @@ class ModelSchema:
     max_retries: int = 4
     send_metadata: bool = True  # metadata {conversation_id, turn}; OpenAI accepts it only with store=true
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # the harness starts the servers itself (docs/cluster.md) and fills endpoints; null: they are already up
+    launch: LaunchSchema | None = None
 
 
 @dataclass

@@ -26,11 +26,13 @@ _UNCLEAN: list[str] = []
 
 
 def _job(cfg: DictConfig) -> str:
+    from stepeval import fleet
     from stepeval.pipeline import run
     from stepeval.secrets import scrub
 
     try:
-        outcome = run(cfg)
+        with fleet.up(cfg) as ready:  # model.launch: the harness's own servers, up for this run only
+            outcome = run(ready)
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
         # expected failures (bad config, missing files or servers): one clear line, no traceback;
         # records already written stay in the run folder for the next attempt
@@ -43,7 +45,20 @@ def _job(cfg: DictConfig) -> str:
             print(f"  - {scrub(line)}", file=sys.stderr)
         if not cfg.allow_failures:
             _UNCLEAN.append(str(outcome.root))
+    _note_sweep_run(str(outcome.view_dir))
     return str(outcome.view_dir)
+
+
+def _note_sweep_run(run_dir: str) -> None:
+    """In a multirun, leave the run folder in the sweep folder: a launcher that runs jobs in other processes
+    (submitit) returns nothing to the sweep's comparison callback, which reads these notes instead."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from stepeval.reporting.comparison import note_run
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        note_run(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, run_dir)
 
 
 HELP = """stepeval run: replay a dataset through a model, transcribe, score, tabulate.

@@ -24,7 +24,3 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: subprocess, browser or model-loading tests")

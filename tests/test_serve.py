@@ -64,6 +64,13 @@ def test_health_and_models(parrot_server):
     assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["parrot"]
 
 
+def test_health_says_a_backend_that_cannot_batch_answers_one_turn_per_call(parrot_server):
+    _, health = parrot_server
+    batching = health.json()["batching"]
+    assert batching["enabled"] is False and batching["reason"] == "Parrot answers one turn per call (no respond_batch)"
+    assert health.json()["max_concurrent"] == 2
+
+
 def test_run_through_the_server_end_to_end(parrot_server, tmp_path, repo):
     url, _ = parrot_server
     args = [

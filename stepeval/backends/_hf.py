@@ -102,7 +102,12 @@ def resolve_device(device: str) -> str:
 
 
 class TransformersBackend(Backend):
-    """A transformers model loaded once (in ``check()`` or on first use), used by one turn at a time."""
+    """A transformers model loaded once (in ``check()`` or on first use), one ``generate()`` at a time.
+
+    ``respond_batch`` answers several turns with one left-padded ``generate()`` (``stepeval serve`` groups concurrent
+    requests into it); ``respond`` is a batch of one. Greedy replies are the same tokens either way. A subclass
+    implements ``prompt`` (one turn's text and audios) and ``generate`` (a batch of prompts -> replies).
+    """
 
     section = ""  # docs/models.md section named in error messages
 
@@ -147,6 +152,45 @@ class TransformersBackend(Backend):
                     f"({type(err).__name__}: {err}); {docs_ref(self.section)}"
                 ) from err
 
+    def batch_unsupported(self) -> str | None:
+        """Why this backend cannot batch (None: it can). Sampling runs alone: each turn's seed is its own."""
+        if self.do_sample:
+            return "do_sample=true: each sampled turn is seeded on its own, so turns run one at a time"
+        return None
+
+    def prompt(self, history: list[Message], processor: Any) -> tuple[str, list[np.ndarray]]:
+        """One turn's chat-template text and its audios in order."""
+        raise NotImplementedError
+
+    def generate(self, prompts: list[tuple[str, list[np.ndarray]]], context) -> list:
+        """Replies for prompts generated together (``context`` seeds sampling: batches of one only)."""
+        raise NotImplementedError
+
+    def respond(self, history: list[Message], context) -> Any:
+        (reply,) = self.respond_batch([(history, context)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def respond_batch(self, items: list[tuple[list[Message], Any]]) -> list:
+        """A Reply or the Exception for each item, in order: a turn that cannot be prepared fails alone."""
+        _, processor = self.loaded()
+        results: list = [None] * len(items)
+        ready: list[tuple[int, tuple[str, list[np.ndarray]]]] = []
+        for i, (history, _) in enumerate(items):
+            try:
+                ready.append((i, self.prompt(history, processor)))
+            except Exception as err:  # bad audio in one request does not fail its batch-mates
+                results[i] = err
+        if ready:
+            try:
+                replies = self.generate([p for _, p in ready], items[ready[0][0]][1])
+            except Exception as err:
+                replies = [err] * len(ready)
+            for (i, _), reply in zip(ready, replies, strict=True):
+                results[i] = reply
+        return results
+
     def sampling(self) -> dict:
         if not self.do_sample:
             return {"do_sample": False}
@@ -173,3 +217,25 @@ def manual_seed(context) -> None:
     import torch
 
     torch.manual_seed(seed_for(context))
+
+
+def eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+
+def new_tokens(output: Any, width: int, row: int, stop: set[int]) -> Any:
+    """Row ``row``'s generated ids after the (left-padded) prompt of ``width``, up to and including its first stop
+    token: what a batch of one returns (a finished row of a batch is padded until the longest one ends)."""
+    new = output[row, width:]
+    for j, token in enumerate(new.tolist()):
+        if token in stop:
+            return new[: j + 1]
+    return new
+
+
+def left_padded(processor: Any) -> Any:
+    """The processor with its tokenizer padding on the left, as batched generation of a decoder needs."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    return processor

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import time
 
-from stepeval.backends._hf import TransformersBackend, chat_with_audio, manual_seed, resolve_device, torch_dtype
+from stepeval.backends._hf import (
+    TransformersBackend,
+    chat_with_audio,
+    eos_ids,
+    left_padded,
+    manual_seed,
+    new_tokens,
+    resolve_device,
+    torch_dtype,
+)
 from stepeval.types import Message, Reply, TurnContext
 
 
@@ -23,32 +32,46 @@ class Qwen2Audio(TransformersBackend):
     def _load(self):
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-        processor = AutoProcessor.from_pretrained(self.model_path)
+        processor = left_padded(AutoProcessor.from_pretrained(self.model_path))
         model = Qwen2AudioForConditionalGeneration.from_pretrained(self.model_path, dtype=torch_dtype(self.dtype))
         return model.to(resolve_device(self.device)).eval(), processor
 
-    def respond(self, history: list[Message], context: TurnContext) -> Reply:
+    def prompt(self, history: list[Message], processor) -> tuple[str, list]:
+        chat, audios = chat_with_audio(history, processor.feature_extractor.sampling_rate, self.system_prompt)
+        return processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False), audios
+
+    def generate(self, prompts: list[tuple[str, list]], context: TurnContext) -> list[Reply]:
         import torch
 
         model, processor = self.loaded()
         rate = processor.feature_extractor.sampling_rate
-        chat, audios = chat_with_audio(history, rate, self.system_prompt)
-        text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        audios = [a for _, turn_audios in prompts for a in turn_audios]
         with self._lock:
-            inputs = processor(text=text, audio=audios or None, sampling_rate=rate, return_tensors="pt", padding=True)
+            inputs = processor(
+                text=[t for t, _ in prompts], audio=audios or None, sampling_rate=rate, return_tensors="pt", padding=True
+            )
             inputs = inputs.to(model.device)
             started = time.perf_counter()
             manual_seed(context)
             with torch.inference_mode():
                 output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, **self.sampling())
             elapsed = time.perf_counter() - started
-        new = output[0, inputs["input_ids"].shape[1] :]
-        answer = processor.batch_decode(new[None], skip_special_tokens=True)[0].strip()
-        return Reply(
-            text=answer,
-            timings={"generate_s": round(elapsed, 4)},
-            usage={"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(new.shape[0])},
-        )
+        width, stop = inputs["input_ids"].shape[1], eos_ids(model)
+        replies = []
+        for row in range(len(prompts)):
+            new = new_tokens(output, width, row, stop)
+            replies.append(
+                Reply(
+                    text=processor.batch_decode(new[None], skip_special_tokens=True)[0].strip(),
+                    timings={"generate_s": round(elapsed, 4)},
+                    usage={
+                        "prompt_tokens": int(inputs["attention_mask"][row].sum()),
+                        "completion_tokens": int(new.shape[0]),
+                        "batch_size": len(prompts),
+                    },
+                )
+            )
+        return replies
 
     def describe(self) -> dict:
         return {**super().describe(), "system_prompt": self.system_prompt}

@@ -1,11 +1,14 @@
 """``stepeval serve``: one backend behind the OpenAI-compatible audio chat format.
 
 The model loads once, in its own environment (venv, container, GPUs); the harness reaches it
-with the same wire client it uses for vLLM or OpenAI. Requests queue for a fixed number of
-worker threads (``--max-concurrent``, default 1: most models run one inference at a time).
+with the same wire client it uses for vLLM or OpenAI. A backend that can batch (``respond_batch``,
+the transformers ones with greedy decoding) gets concurrent requests grouped: up to
+``--max-batch-size`` turns, gathered for at most ``--max-wait-ms`` after the first arrives, in
+one ``generate()``. Other backends say why not (``/health``, the start line) and answer one
+request per worker thread (``--max-concurrent``, default 1); more requests queue.
 
     stepeval serve parrot --port 8000
-    stepeval serve canned model.backend.delay_s=0.5 --host 0.0.0.0 --port 8000
+    stepeval serve qwen2_audio --max-batch-size 32 --max-wait-ms 20 --port 8000
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -189,8 +193,98 @@ def error(status: int, message: str, kind: str, param: str | None = None) -> Any
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status_code=status)
 
 
-def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
-    """The starlette app; backend calls run in ``max_concurrent`` worker threads, the rest wait their turn."""
+def batch_unsupported(backend: Backend) -> str | None:
+    """None when the backend can answer several turns in one call, else why not (shown by /health)."""
+    if not callable(getattr(backend, "respond_batch", None)):
+        return f"{type(backend).__name__} answers one turn per call (no respond_batch)"
+    check = getattr(backend, "batch_unsupported", None)
+    return check() if callable(check) else None
+
+
+@dataclass
+class _Waiting:
+    history: list[Message]
+    context: TurnContext
+    future: asyncio.Future
+
+
+class Batcher:
+    """Groups concurrent turns: the first waits at most ``max_wait_s`` for others, up to ``max_batch_size``.
+
+    ``max_concurrent`` batches run at once (worker threads); turns arriving meanwhile form the next batch.
+    """
+
+    def __init__(self, backend: Backend, pool: ThreadPoolExecutor, max_batch_size: int, max_wait_s: float, max_concurrent: int):
+        self.backend, self.pool = backend, pool
+        self.max_batch_size, self.max_wait_s = max(1, max_batch_size), max(0.0, max_wait_s)
+        self.max_concurrent = max(1, max_concurrent)
+        self.batches = self.turns = self.largest = 0
+        self._queue: asyncio.Queue[_Waiting] | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def respond(self, history: list[Message], context: TurnContext) -> Reply:
+        if self._queue is None:  # created on the server's own event loop
+            self._queue = asyncio.Queue()
+            self._runner = asyncio.create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Waiting(history, context, future))
+        return await future
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        slots = asyncio.Semaphore(self.max_concurrent)
+        loop = asyncio.get_running_loop()
+        while True:
+            await slots.acquire()
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                try:  # turns already queued join at once; otherwise wait what is left of max_wait_s
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            asyncio.create_task(self._answer(batch, slots))
+
+    async def _answer(self, batch: list[_Waiting], slots: asyncio.Semaphore) -> None:
+        items = [(w.history, w.context) for w in batch]
+        self.batches += 1
+        self.turns += len(batch)
+        self.largest = max(self.largest, len(batch))
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.pool, self.backend.respond_batch, items)
+            if len(results) != len(batch):
+                raise RuntimeError(f"respond_batch returned {len(results)} replies for {len(batch)} turns")
+        except Exception as err:  # the whole batch failed: each request gets the error
+            results = [err] * len(batch)
+        finally:
+            slots.release()
+        for waiting, result in zip(batch, results, strict=True):
+            if waiting.future.done():  # the client went away
+                continue
+            if isinstance(result, BaseException):
+                waiting.future.set_exception(result)
+            else:
+                waiting.future.set_result(result)
+
+    def stats(self) -> dict:
+        return {"batches": self.batches, "turns": self.turns, "largest": self.largest}
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+
+
+def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_size: int = 8, max_wait_ms: float = 10.0) -> Any:
+    """The starlette app. A backend that can batch gets concurrent turns grouped (``Batcher``); another runs one
+    turn per call in ``max_concurrent`` worker threads, the rest wait their turn."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -198,6 +292,8 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
 
     pool = ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="serve")
     started = int(time.time())
+    why_not = batch_unsupported(backend) if max_batch_size > 1 else f"--max-batch-size {max_batch_size}"
+    batcher = Batcher(backend, pool, max_batch_size, max_wait_ms / 1000, max_concurrent) if why_not is None else None
 
     async def chat(request: Request) -> Any:
         try:
@@ -212,13 +308,21 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
             return error(400, str(err), "invalid_request_error", err.param)
         loop = asyncio.get_running_loop()
         try:
-            reply = await loop.run_in_executor(pool, backend.respond, history, context)
+            if batcher is not None:
+                reply = await batcher.respond(history, context)
+            else:
+                reply = await loop.run_in_executor(pool, backend.respond, history, context)
         except Exception as err:  # the backend failed on this turn: the client records it and goes on
             return error(500, f"backend {name} failed: {type(err).__name__}: {err}", "server_error")
         return JSONResponse(completion(reply, body, name))
 
     async def health(request: Request) -> Any:
-        return JSONResponse({"status": "ok", "model": name, "backend": backend.describe(), "max_concurrent": max_concurrent})
+        batching = {"enabled": batcher is not None, "reason": why_not, "max_batch_size": max_batch_size}
+        batching["max_wait_ms"] = max_wait_ms
+        if batcher is not None:
+            batching.update(batcher.stats())
+        body = {"status": "ok", "model": name, "backend": backend.describe(), "max_concurrent": max_concurrent}
+        return JSONResponse({**body, "batching": batching})
 
     async def models(request: Request) -> Any:
         entry = {"id": name, "object": "model", "created": started, "owned_by": "stepeval"}
@@ -233,6 +337,8 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
+        if batcher is not None:
+            batcher.close()
         pool.shutdown(wait=False, cancel_futures=True)
 
     return Starlette(routes=routes, lifespan=lifespan)
@@ -244,7 +350,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.backend.delay_s=0.5")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-concurrent", type=int, default=1, help="inferences at once; more requests queue (default 1)")
+    parser.add_argument("--max-concurrent", type=int, default=1, help="inferences (or batches) at once; more queue (default 1)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="turns per batch, for backends that batch (default 8)")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a turn waits for batch-mates (default 10)")
     args = parser.parse_intermixed_args(argv)
     try:
         import uvicorn
@@ -257,7 +365,41 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # config, import or check failure: one clear line, before binding the port
         print(f"stepeval serve: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    print(f"stepeval serve: {model.name} ({backend.describe().get('class')}) on http://{args.host}:{args.port}/v1", flush=True)
-    app = build_app(backend, str(model.name), args.max_concurrent)
+    why_not = batch_unsupported(backend) if args.max_batch_size > 1 else f"--max-batch-size {args.max_batch_size}"
+    batching = f"batches of up to {args.max_batch_size} (wait {args.max_wait_ms:g} ms)"
+    if why_not is not None:
+        batching = f"no batching: {why_not}"
+    print(
+        f"stepeval serve: {model.name} ({backend.describe().get('class')}) on http://{args.host}:{args.port}/v1; {batching}",
+        flush=True,
+    )
+    app = build_app(backend, str(model.name), args.max_concurrent, args.max_batch_size, args.max_wait_ms)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+@contextlib.contextmanager
+def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """The app under uvicorn on a thread of this process (benchmarks, tests): yields its base URL (``.../v1``)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="stepeval-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"stepeval serve did not start on {host}:{port}")
+            time.sleep(0.02)
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

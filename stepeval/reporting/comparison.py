@@ -36,11 +36,32 @@ def comparison_table(summaries: list[dict]) -> str:
     return text + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
 
 
+NOTES_DIR = ".runs"
+
+
+def note_run(sweep_dir: str | Path, job_num: int, run_dir: str | Path) -> None:
+    """A sweep job's run folder, left in the sweep folder for the comparison (jobs may run in other processes)."""
+    folder = Path(sweep_dir) / NOTES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{int(job_num)}.txt").write_text(str(Path(run_dir).resolve()), encoding="utf-8")
+
+
+def noted_runs(sweep_dir: str | Path) -> list[Path]:
+    """The run folders sweep jobs noted, in job order."""
+    folder = Path(sweep_dir) / NOTES_DIR
+    notes = sorted(folder.glob("*.txt"), key=lambda p: int(p.stem)) if folder.is_dir() else []
+    return [Path(p.read_text(encoding="utf-8").strip()) for p in notes]
+
+
 class SweepComparison(Callback):
     """Hydra callback: after a --multirun, print and save the comparison of the runs it made."""
 
     def __init__(self) -> None:
         self.run_dirs: list[Path] = []
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        for note in (Path(config.hydra.sweep.dir) / NOTES_DIR).glob("*.txt"):  # an earlier sweep's notes
+            note.unlink()
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -49,9 +70,11 @@ class SweepComparison(Callback):
             self.run_dirs.append(Path(job_return.return_value))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        if not self.run_dirs:
+        # submitit jobs ran in other processes (or on other nodes): their runs are known from the sweep's notes
+        runs = self.run_dirs or noted_runs(config.hydra.sweep.dir)
+        if not runs:
             return
-        summaries = [load_summary(d) for d in self.run_dirs if (d / "summary.json").exists()]
+        summaries = [load_summary(d) for d in runs if (Path(d) / "summary.json").exists()]
         table = comparison_table(summaries)
         out = Path(config.hydra.sweep.dir)
         out.mkdir(parents=True, exist_ok=True)
