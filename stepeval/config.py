@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -18,10 +17,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from stepeval.secrets import REDACTED, SECRET_KEY, redact  # noqa: F401  (re-exported: redaction lives in stepeval.secrets)
+
 CONF_DIR_ENV = "STEPEVAL_CONF"
-# a key whose name ends in one of these holds a secret (max_tokens, tokens_per_minute, tokenizer do not)
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authori[sz]ation|credentials?|bearer)$", re.IGNORECASE)
-REDACTED = "<redacted>"
 
 
 class History(str, Enum):
@@ -225,15 +223,6 @@ def check_target(node: Any, where: str) -> None:
     required = {n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if required - given:
         raise ValueError(f"{where}: {target} needs {sorted(required - given)}")
-
-
-def redact(value: Any) -> Any:
-    """A copy with every secret-looking key's value replaced (for manifests and logs)."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -8,18 +8,25 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from stepeval.config import conf_dir, group_options, register_schemas
+from stepeval import secrets
+from stepeval.config import conf_dir, group_options, register_schemas, to_container
 
 
 def _job(cfg: DictConfig) -> str:
     from stepeval.pipeline import run
 
+    try:  # secrets the composed config holds (keys read from the environment too) are scrubbed from all output
+        for value in secrets.secrets_in_config(to_container(cfg)):
+            secrets.register_secret(value)
+    except OmegaConfBaseException:
+        pass  # an unresolvable value: the run reports it below
+    sys.argv = [sys.argv[0], *secrets.redact_argv(sys.argv[1:])]  # Hydra has parsed it; the run records this copy
     try:
         return str(run(cfg))
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
         # expected failures (bad config, missing files or servers): one clear line, no traceback;
         # records already written stay in the run folder for the next attempt
-        print(f"stepeval run: error: {err}", file=sys.stderr)
+        print(f"stepeval run: error: {secrets.scrub(str(err))}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -58,6 +65,9 @@ def main(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(_help())
         return 0
+    # Hydra echoes overrides itself ("Error executing job with overrides: [...]", multirun job lines):
+    # the command line's secrets are registered and stdout, stderr and every log record scrubbed
+    secrets.install(args)
     register_schemas()
     app = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_job)
     saved = sys.argv
