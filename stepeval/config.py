@@ -119,7 +119,10 @@ class JudgeSchema:
     samples: int = 1  # >1: mean (scales) / majority (yes/no) of samples with seed, seed+1, ...
     structured_output: bool = False  # response_format json_schema (endpoints that support it)
     max_tokens: int = 512
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # from when the server starts on a request (its first streamed chunk) to the reply's end
+    queue_timeout_s: float = 600.0  # from sending to the server starting on it
+    max_waiting: int | None = 1  # requests sent but not yet started by the server (docs/judging.md); null: no limit
+    stream: bool = True  # streamed replies: tell queueing from generating, and stop abandoned generations
     concurrency: int = 4
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -21,6 +22,7 @@ def _job(cfg: DictConfig) -> str:
     except OmegaConfBaseException:
         pass  # an unresolvable value: the run reports it below
     sys.argv = [sys.argv[0], *secrets.redact_argv(sys.argv[1:])]  # Hydra has parsed it; the run records this copy
+    _scrub_sweep_file()
     try:
         return str(run(cfg))
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
@@ -28,6 +30,19 @@ def _job(cfg: DictConfig) -> str:
         # records already written stay in the run folder for the next attempt
         print(f"stepeval run: error: {secrets.scrub(str(err))}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _scrub_sweep_file() -> None:
+    """Hydra saves a multirun's overrides and config to <sweep dir>/multirun.yaml before the first job: scrub it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if hydra_cfg.mode == RunMode.MULTIRUN and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if secrets.scrub(text) != text:
+            path.write_text(secrets.scrub(text), encoding="utf-8")
 
 
 HELP = """stepeval run: replay a dataset through a model, transcribe, score, tabulate.

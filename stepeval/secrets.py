@@ -28,6 +28,8 @@ CREDENTIAL_PARAM = re.compile(
 )
 REDACTED = "<redacted>"
 URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+# name: value / name=value pairs inside an override (model.endpoints=[{base_url: ..., api_key: sk-...}])
+INLINE = re.compile(r"([A-Za-z0-9_.+~-]+)\s*[:=]\s*('([^']*)'|\"([^\"]*)\"|[^,\s}\]'\"]+)")
 MIN_SECRET_LEN = 4  # shorter values would blank out ordinary text; nobody's key is 3 characters
 PLACEHOLDERS = {"empty", "none", "null", "dummy", "sk-no-key-required"}  # what local servers accept: not secrets
 
@@ -127,6 +129,9 @@ def secrets_in_argv(argv: list[str]) -> list[str]:
         key, sep, value = arg.partition("=")
         if sep and SECRET_KEY.search(key.lstrip("+~").strip()):
             found.append(value.strip().strip("'\""))
+        for match in INLINE.finditer(arg):  # secret-named keys inside a list or dict value
+            if SECRET_KEY.search(match.group(1)):
+                found.append(next(g for g in (match.group(3), match.group(4), match.group(2)) if g is not None))
         for url in URL.findall(arg):
             found.extend(url_secrets(url.strip("'\",]}")))
     return found

@@ -32,7 +32,7 @@ def open_client(url: EndpointURL, api_key: str | None, timeout: float | httpx.Ti
     query and its userinfo as Basic auth."""
     kwargs: dict[str, Any] = {}
     if url.auth is not None:
-        kwargs["auth"] = httpx.BasicAuth(*url.auth)
+        kwargs["auth"] = url.auth  # (user, password): Basic auth in whichever httpx the SDK runs on
     if url.base.startswith("http://"):
         kwargs["verify"] = False  # plain http: no TLS, so no certificate store to load (28 ms of blocked event loop)
     http = openai.DefaultAsyncHttpxClient(**kwargs) if kwargs else None
