@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import openai
 
+from stepeval.secrets import register_secret
 from stepeval.transport import EndpointURL, open_client
 
 LANES_PER_CLIENT = 16
@@ -38,6 +39,7 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         self.url = EndpointURL.parse(self.base_url, f"endpoint {self.index} base_url")
+        register_secret(self.api_key)  # scrubbed from every message, should a server echo it
         self.base_url = self.url.display  # what error messages show: never a key
         self.free_lanes = list(range(self.limit - 1, -1, -1))  # pop() hands out lane 0 first
 
