@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,11 +18,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from stepeval.secrets import REDACTED, SECRET_KEY, redact  # noqa: F401  (re-exported: redaction lives in stepeval.secrets)
+
 CONF_DIR_ENV = "STEPEVAL_CONF"  # extra config folders (os.pathsep-separated) that extend the packaged ones
 CONF_PACKAGE = "stepeval.conf"  # the packaged configs; Hydra composes from pkg://stepeval.conf
-# a key whose name ends in one of these holds a secret (max_tokens, tokens_per_minute, tokenizer do not)
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authori[sz]ation|credentials?|bearer)$", re.IGNORECASE)
-REDACTED = "<redacted>"
 
 
 class History(str, Enum):
@@ -168,7 +166,10 @@ class JudgeSchema:
     samples: int = 1  # >1: mean (scales) / majority (yes/no) of samples with seed, seed+1, ...
     structured_output: bool = False  # response_format json_schema (endpoints that support it)
     max_tokens: int = 512
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # from when the server starts on a request (its first streamed chunk) to the reply's end
+    queue_timeout_s: float = 600.0  # from sending to the server starting on it
+    max_waiting: int | None = 1  # requests sent but not yet started by the server (docs/judging.md); null: no limit
+    stream: bool = True  # streamed replies: tell queueing from generating, and stop abandoned generations
     concurrency: int = 4
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
@@ -337,15 +338,6 @@ def check_target(node: Any, where: str) -> None:
     required = {n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if required - given:
         raise ValueError(f"{where}: {target} needs {sorted(required - given)}")
-
-
-def redact(value: Any) -> Any:
-    """A copy with every secret-looking key's value replaced (for manifests and logs)."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def to_container(cfg: DictConfig) -> dict:

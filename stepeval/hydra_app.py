@@ -11,6 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from stepeval import secrets
 from stepeval.config import (
     CONF_DIR_ENV,
     CONF_PACKAGE,
@@ -18,6 +19,7 @@ from stepeval.config import (
     group_options,
     register_schemas,
     search_path_override,
+    to_container,
     user_conf_dirs,
 )
 
@@ -28,21 +30,27 @@ _UNCLEAN: list[str] = []
 def _job(cfg: DictConfig) -> str:
     from stepeval import fleet
     from stepeval.pipeline import run
-    from stepeval.secrets import scrub
 
+    try:  # secrets the composed config holds (keys read from the environment too) are scrubbed from all output
+        for value in secrets.secrets_in_config(to_container(cfg)):
+            secrets.register_secret(value)
+    except OmegaConfBaseException:
+        pass  # an unresolvable value: the run reports it below
+    sys.argv = [sys.argv[0], *secrets.redact_argv(sys.argv[1:])]  # Hydra has parsed it; the run records this copy
+    _scrub_sweep_file()
     try:
         with fleet.up(cfg) as ready:  # model.launch: the harness's own servers, up for this run only
             outcome = run(ready)
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
         # expected failures (bad config, missing files or servers): one clear line, no traceback;
         # records already written stay in the run folder for the next attempt
-        print(f"stepeval run: error: {scrub(str(err))}", file=sys.stderr)
+        print(f"stepeval run: error: {secrets.scrub(str(err))}", file=sys.stderr)
         raise SystemExit(1) from None
     if outcome.problems:
         verdict = "accepted (allow_failures=true)" if cfg.allow_failures else "exit status 1"
         print(f"stepeval run: {len(outcome.problems)} problem(s), {verdict}:", file=sys.stderr)
         for line in outcome.problems:
-            print(f"  - {scrub(line)}", file=sys.stderr)
+            print(f"  - {secrets.scrub(line)}", file=sys.stderr)
         if not cfg.allow_failures:
             _UNCLEAN.append(str(outcome.root))
     _note_sweep_run(str(outcome.view_dir))
@@ -59,6 +67,19 @@ def _note_sweep_run(run_dir: str) -> None:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         note_run(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, run_dir)
+
+
+def _scrub_sweep_file() -> None:
+    """Hydra saves a multirun's overrides and config to <sweep dir>/multirun.yaml before the first job: scrub it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if hydra_cfg.mode == RunMode.MULTIRUN and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if secrets.scrub(text) != text:
+            path.write_text(secrets.scrub(text), encoding="utf-8")
 
 
 HELP = """stepeval run: replay a dataset through a model, transcribe, score, tabulate.
@@ -152,6 +173,9 @@ def main(args: list[str]) -> int:
         print(_help(folders))
         return 0
     packages = [e for e in entries if "://" in e and not e.startswith("file://")]
+    # Hydra echoes overrides itself ("Error executing job with overrides: [...]", multirun job lines):
+    # the command line's secrets are registered and stdout, stderr and every log record scrubbed
+    secrets.install(args)
     register_schemas()
     app = hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base="1.3")(_job)
     saved = sys.argv

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from stepeval import __version__, views
+from stepeval import __version__, secrets, views
 from stepeval import audio as audio_io
 from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
@@ -357,7 +357,7 @@ def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
             "finished_at": None,
         }
     )
-    manifest.setdefault("sessions", []).append({"started_at": now, "argv": redact_argv(sys.argv)})
+    manifest.setdefault("sessions", []).append({"started_at": now, "argv": secrets.redact_argv(sys.argv)})
     store.write_manifest(manifest)
     return manifest
 
@@ -394,9 +394,3 @@ def _finish_manifest(store: RunStore, manifest: dict, stats: list[StageStats], v
         {"status": "complete" if not problems else "complete_with_failures", "problems": problems, "finished_at": now}
     )
     store.write_manifest(manifest)
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    from stepeval.config import REDACTED, SECRET_KEY
-
-    return [f"{a.split('=', 1)[0]}={REDACTED}" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in argv]

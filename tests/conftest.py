@@ -24,3 +24,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: subprocess runs, browsers, model loads (deselect with -m 'not slow')")

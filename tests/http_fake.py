@@ -30,6 +30,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""  # the raw query string, without "?"
 
     @property
     def json(self) -> Any:
@@ -104,7 +105,8 @@ class FakeServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Request(self.command, self.path.split("?")[0], dict(self.headers.items()), body)
+                path, _, query = self.path.partition("?")
+                request = Request(self.command, path, dict(self.headers.items()), body, query)
                 reply = server._next(request)
                 if reply.delay:
                     time.sleep(reply.delay)

@@ -110,7 +110,9 @@ def grade(body: dict) -> tuple[str, object]:
 
 
 def judge(request: Request) -> Scripted:
-    """The fallback that answers every judge request by its content."""
+    """The fallback that answers every judge request by its content (and the pre-flight GET /models)."""
+    if request.method == "GET" and request.path.endswith("/models"):
+        return Scripted(json={"object": "list", "data": [{"id": "fake-judge", "object": "model", "owned_by": "tests"}]})
     field, value = grade(request.json)
     content = json.dumps({"rationale": f"fake judge read the request ({field})", field: value})
     return Scripted(json=completion(content))

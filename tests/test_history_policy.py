@@ -12,7 +12,8 @@ import soundfile as sf
 from stepeval import audio as audio_io
 from stepeval.client.endpoints import Endpoint
 from stepeval.client.wire import WireClient, WireSettings
-from stepeval.stages.replay import ReplayEngine, ReplaySettings
+from stepeval.stages.base import run_stage_async
+from stepeval.stages.replay import ReplaySettings, ReplayStage
 from stepeval.store import RunStore
 from stepeval.types import Conversation, UserTurn
 from tests.http_fake import FakeServer, Scripted
@@ -45,7 +46,7 @@ def _replay(tmp_path, policy: str) -> tuple[list, list[np.ndarray]]:
         server.fallback = _reply
         wire = WireClient([Endpoint(0, server.url + "/v1", None, 2, 10.0)], WireSettings(wire_model="m", backoff_s=0.01))
         settings = ReplaySettings("fp", history=policy, system_prompt=SYSTEM)
-        stats = asyncio.run(ReplayEngine(wire, store, settings, progress=False).run([conversation]))
+        stats = asyncio.run(run_stage_async(ReplayStage(wire, store, settings, [conversation]), store, progress=False)).stats
     assert stats.computed == 3 and stats.failed == 0
     return [r.json["messages"] for r in server.requests_to(PATH)], user_audio
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from stepeval.judging import parsing, rubric
-from stepeval.judging.rate_limit import RetryPolicy, retry_after_seconds
+from stepeval.transport import RetryPolicy
+from stepeval.transport import retry_after as retry_after_seconds
 
 YES_NO = rubric.load(rubric.PACKAGED, "factuality.v1")
 LIKERT = rubric.load(rubric.PACKAGED, "chat_score.v1")

@@ -317,3 +317,34 @@ def test_endpoint_config_errors_name_the_key_and_unreachable_endpoints_fail_befo
         server.script("/v1/models", Scripted(status=401, json={"error": {"message": "Incorrect API key provided"}}))
         with pytest.raises(PermissionError, match="refuses the api key"):
             check_endpoints(wire_client({"name": "m", "base_url": server.url + "/v1", "api_key": "sk-wrong"}, 4))
+
+
+def test_preflight_refuses_a_404_from_models():
+    from stepeval.client.build import check_endpoints, wire_client
+
+    with FakeServer() as server:  # nothing at /api/models: the base URL is wrong
+        with pytest.raises(ValueError, match=rf"endpoint 0 \({server.url}/api\) has no /models \(HTTP 404\)"):
+            check_endpoints(wire_client({"name": "m", "base_url": server.url + "/api"}, 4))
+        server.script("/v1/models", Scripted(json={"object": "list", "data": [{"id": "m"}]}))
+        check_endpoints(wire_client({"name": "m", "base_url": server.url + "/v1"}, 4))  # the right one passes
+
+
+def test_credentials_in_the_url_are_sent_as_query_and_basic_auth_and_never_shown():
+    from stepeval.client.build import check_endpoints, wire_client
+
+    with FakeServer() as server:
+        host = server.url.removeprefix("http://")
+        server.script("/v1/models", Scripted(json={"object": "list", "data": [{"id": "m"}]}))
+        server.script(PATH, Scripted(status=400, json={"error": {"message": "bad voice"}}))
+        wire = wire_client({"name": "m", "base_url": f"http://user:PW-SECRET-1@{host}/v1?api_key=Q-SECRET-2"}, 4)
+        check_endpoints(wire)
+        with pytest.raises(TurnFailed) as info:
+            ask(wire)
+    models, chat = server.requests
+    assert (models.path, models.query) == ("/v1/models", "api_key=Q-SECRET-2")  # today: GET /v1?api_key=.../models
+    assert (chat.path, chat.query) == (PATH, "api_key=Q-SECRET-2")
+    basic = base64.b64encode(b"user:PW-SECRET-1").decode()
+    assert {k.lower(): v for k, v in chat.headers.items()}["authorization"] == f"Basic {basic}"
+    message = str(info.value)
+    assert f"endpoint 0 (http://user:<redacted>@{host}/v1?api_key=<redacted>): HTTP 400: bad voice" == message
+    assert "SECRET" not in repr(wire.pool.endpoints) + json.dumps(wire.describe())

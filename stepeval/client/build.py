@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -12,6 +11,8 @@ from stepeval.client.endpoints import Endpoint
 from stepeval.client.responder import InProcess
 from stepeval.client.wire import WireClient, WireSettings
 from stepeval.config import check_target, to_container
+from stepeval.secrets import register_secret, scrub
+from stepeval.transport import check_models
 
 # model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
 # so adding a replica, rotating a key or raising a timeout resumes the same run
@@ -41,11 +42,12 @@ def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
         where = "model.base_url" if model.get("base_url") and i == 0 else f"model.endpoints[{i - bool(model.get('base_url'))}]"
         url = str(item.get("base_url") or "")
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{where}.base_url={url!r}: need an http(s) URL such as http://127.0.0.1:8000/v1")
+            raise ValueError(f"{where}.base_url={scrub(url)!r}: need an http(s) URL such as http://127.0.0.1:8000/v1")
         limit = item.get("concurrency") or default_limit
         if limit < 1:
             raise ValueError(f"{where}.concurrency must be >= 1, got {limit}")
         key = item.get("api_key") if item.get("api_key") is not None else model.get("api_key")
+        register_secret(key)
         out.append(Endpoint(i, url.rstrip("/"), key, int(limit), float(model.get("timeout_s") or 300.0)))
     return out
 
@@ -68,18 +70,19 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
 
 
 def check_endpoints(client: WireClient, timeout_s: float = 10.0) -> None:
-    """Fail before any turn if an endpoint cannot be reached or rejects the key (GET /models)."""
+    """Fail before any turn if an endpoint cannot be reached, rejects the key or has no ``/models``
+    (a wrong path); warn when it does not list the model (``stepeval serve`` answers any name)."""
     for endpoint in client.pool.endpoints:
-        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-        try:
-            response = httpx.get(f"{endpoint.base_url}/models", headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as err:
-            raise ConnectionError(f"endpoint {endpoint.index} ({endpoint.base_url}) cannot be reached: {err}") from None
-        if response.status_code in (401, 403):
-            raise PermissionError(
-                f"endpoint {endpoint.index} ({endpoint.base_url}) refuses the api key (HTTP {response.status_code});"
-                " set model.api_key or the environment variable the model config reads it from"
-            )
+        check_models(
+            endpoint.url,
+            endpoint.api_key,
+            endpoint.where,
+            model=client.settings.wire_model,
+            strict_model=False,
+            timeout_s=timeout_s,
+            fix_key="set model.api_key or the environment variable the model config reads it from",
+            fix_model="Set model.wire_model to the name the server serves.",
+        )
 
 
 def build_responder(cfg: DictConfig) -> Any:

@@ -18,41 +18,43 @@ from dataclasses import dataclass, field
 
 import openai
 
+from stepeval.secrets import register_secret
+from stepeval.transport import EndpointURL, open_client
+
 LANES_PER_CLIENT = 16
 
 
 @dataclass
 class Endpoint:
     index: int
-    base_url: str
-    api_key: str | None
+    base_url: str  # as configured; replaced by its printable form (credentials hidden) once parsed
+    api_key: str | None = field(repr=False)
     limit: int
     timeout_s: float
     in_flight: int = 0
     served: int = 0
+    url: EndpointURL = field(init=False, repr=False)
     clients: dict[int, openai.AsyncOpenAI] = field(default_factory=dict, repr=False)
     free_lanes: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        self.url = EndpointURL.parse(self.base_url, f"endpoint {self.index} base_url")
+        register_secret(self.api_key)  # scrubbed from every message, should a server echo it
+        self.base_url = self.url.display  # what error messages show: never a key
         self.free_lanes = list(range(self.limit - 1, -1, -1))  # pop() hands out lane 0 first
+
+    @property
+    def where(self) -> str:
+        return f"endpoint {self.index} ({self.url.display})"
 
     def open(self, lane: int = 0) -> openai.AsyncOpenAI:
         group = lane // LANES_PER_CLIENT
         if group not in self.clients:
-            # max_retries=0: the retry policy is ours (see wire.py), so every attempt is recorded
-            # plain http: no TLS, so no certificate store to load (28 ms of blocked event loop per client)
-            http = openai.DefaultAsyncHttpxClient(verify=False) if self.base_url.startswith("http://") else None
-            self.clients[group] = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self.api_key or "EMPTY",  # local servers take any key; the SDK insists on one
-                timeout=self.timeout_s,
-                max_retries=0,
-                http_client=http,
-            )
+            self.clients[group] = open_client(self.url, self.api_key, self.timeout_s)
         return self.clients[group]
 
     def __repr__(self) -> str:  # never shows the key
-        return f"Endpoint({self.index}: {self.base_url})"
+        return f"Endpoint({self.index}: {self.url.display})"
 
 
 @dataclass

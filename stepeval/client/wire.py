@@ -7,12 +7,9 @@ still fails raises; the replay engine records it as failed and the run goes on.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import email.utils
 import json
-import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,11 +21,12 @@ import openai
 
 from stepeval import audio as audio_io
 from stepeval.client.endpoints import Endpoint, EndpointPool, Slot
+from stepeval.transport import AttemptError, Attempts, RetryPolicy, TransportError, call_with_retries
+from stepeval.transport.clients import quiet_http_logs
 from stepeval.types import Message, Reply, TurnContext, TurnFailed
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "opus", "pcm16")
 PCM16_RATE = 24000  # the OpenAI API's raw pcm16 is 24 kHz mono little-endian
-RETRY_STATUS = {408, 409, 429} | set(range(500, 600))
 UNSET = object()
 
 
@@ -108,26 +106,6 @@ def _b64(text: Any, where: str) -> bytes:
         raise MalformedReply(f"{where}: audio data is not valid base64 ({err})") from None
 
 
-def retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date), if given."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if email.utils.parsedate_tz(value) else None
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
 class WireClient:
     """An async ``Responder`` over ``openai.AsyncOpenAI``, spread over one or more endpoints."""
 
@@ -136,8 +114,9 @@ class WireClient:
         self.settings = settings
         self.speaks = "audio" in settings.modalities
         self._rng = rng or random.Random()
-        for name in ("httpx", "httpx2"):  # one INFO line per request drowns the progress bar; errors are recorded per turn
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # Retry-After is obeyed up to the backoff cap: a turn waits at most max_backoff_s between attempts
+        self.policy = RetryPolicy(settings.max_retries, settings.backoff_s, settings.max_backoff_s, settings.max_backoff_s)
+        quiet_http_logs()  # errors are recorded per turn
 
     @property
     def capacity(self) -> int:
@@ -179,40 +158,30 @@ class WireClient:
 
     async def respond(self, history: list[Message], context: TurnContext) -> Reply:
         body = self.request(history, context)
-        retries: list[dict] = []
-        attempt = 0
-        while True:
+        attempts = Attempts()
+        tried: list[int] = []  # the endpoint of each attempt
+
+        async def attempt() -> Reply:
             started = time.perf_counter()
             async with self.pool.slot() as slot:
-                endpoint = slot.endpoint
+                tried.append(slot.endpoint.index)
                 try:
                     if self.settings.stream:
-                        reply = await self._stream(slot, body, started)
-                    else:
-                        reply = await self._once(slot, body, started)
+                        return await self._stream(slot, body, started)
+                    return await self._once(slot, body, started)
                 except (openai.APIConnectionError, openai.APIStatusError) as err:
-                    wait = self._retry_wait(err, attempt)
-                    note = f"endpoint {endpoint.index} ({endpoint.base_url}): {_describe_error(err, self.settings.timeout_s)}"
-                    if wait is None or attempt >= self.settings.max_retries:
-                        tried = f" after {attempt + 1} attempt(s)" if attempt else ""
-                        raise TurnFailed(f"{note}{tried}") from None
-                    retries.append({"endpoint": endpoint.index, "error": note, "wait_s": round(wait, 3)})
-                else:
-                    reply.extra.update({"endpoint": endpoint.index, "attempts": attempt + 1, "retries": retries})
-                    return reply
-            attempt += 1
-            await asyncio.sleep(wait)  # outside the slot: another conversation may use the endpoint meanwhile
+                    raise AttemptError(err, slot.endpoint.where) from None
+            # the slot is released before the wait: another conversation may use the endpoint meanwhile,
+            # and the retry goes to whichever endpoint is least busy then
 
-    def _retry_wait(self, err: Exception, attempt: int) -> float | None:
-        """Seconds before the next attempt, or None when the error is not worth retrying."""
-        if isinstance(err, openai.APIStatusError):
-            if err.status_code not in RETRY_STATUS:
-                return None
-            told = retry_after(err.response.headers if err.response is not None else None)
-            if told is not None:
-                return min(told, self.settings.max_backoff_s)
-        backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt)
-        return backoff * self._rng.uniform(0.5, 1.0)  # jitter: replicas recovering are not hit in lockstep
+        try:
+            timeout_s = self.settings.timeout_s
+            reply = await call_with_retries(attempt, self.policy, "wire", attempts, timeout_s=timeout_s, rng=self._rng)
+        except TransportError as err:
+            raise TurnFailed(err.message) from None
+        retries = [{"endpoint": i, **r} for i, r in zip(tried, attempts.retries(), strict=False)]
+        reply.extra.update({"endpoint": tried[-1], "attempts": attempts.count, "retries": retries})
+        return reply
 
     async def _once(self, slot: Slot, body: dict, started: float) -> Reply:
         client, endpoint = slot.client(), slot.endpoint
@@ -220,7 +189,7 @@ class WireClient:
         # base64 audio string of the history to transform it, which costs more CPU than the whole request
         raw = await client.post("/chat/completions", cast_to=httpx.Response, body=body)
         total = time.perf_counter() - started
-        where = f"endpoint {endpoint.index} ({endpoint.base_url})"
+        where = endpoint.where
         try:
             data = json.loads(raw.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -233,7 +202,7 @@ class WireClient:
         client, endpoint = slot.client(), slot.endpoint
         kwargs = {"model": body["model"], "messages": body["messages"]}
         extra = {k: v for k, v in body.items() if k not in (*kwargs, "stream")}
-        where = f"endpoint {endpoint.index} ({endpoint.base_url})"
+        where = endpoint.where
         chunks: list[dict] = []
         first_audio = first_text = None
         stream = await client.chat.completions.create(**kwargs, stream=True, extra_body=extra)
@@ -333,15 +302,3 @@ def parse_stream(chunks: list[dict], fmt: str, where: str) -> Reply:
 
 def _looks_whole(data: bytes) -> bool:
     return data[:4] in (b"RIFF", b"fLaC", b"OggS") or data[:3] == b"ID3"
-
-
-def _describe_error(err: Exception, timeout_s: float) -> str:
-    if isinstance(err, openai.APITimeoutError):
-        return f"no reply within timeout_s={timeout_s:g}"
-    if isinstance(err, openai.APIConnectionError):
-        cause = err.__cause__ or err.__context__
-        return f"connection failed: {type(cause).__name__ if cause else 'error'}: {cause or err}"
-    if isinstance(err, openai.APIStatusError):
-        message = err.message if isinstance(err.message, str) else str(err.body)
-        return f"HTTP {err.status_code}: {message[:300]}"
-    return f"{type(err).__name__}: {err}"

@@ -24,6 +24,7 @@ from stepeval.judging.llm_judge import (
     INPUT_FORMAT,
     OPENAI_DEFAULT,
     JudgeClient,
+    JudgeEndpointError,
     Prices,
     Settings,
     Turn,
@@ -33,11 +34,11 @@ from stepeval.judging.llm_judge import (
     readable,
     text_messages,
 )
-from stepeval.judging.rate_limit import JudgeEndpointError, Limits, RetryPolicy
 from stepeval.judging.rubric import Rubric
 from stepeval.records import AsrRecord, JudgeRecord, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, StageResult, StageStats, Unit, run_stage_async
 from stepeval.store import RunStore, fingerprint
+from stepeval.transport import Limits, RetryPolicy
 from stepeval.types import Conversation
 
 READS = ("asr", "text", "text_then_asr")
@@ -129,6 +130,9 @@ def _client(judge: DictConfig, modality: str, limits: Limits) -> JudgeClient:
         structured_output=judge.structured_output,
         max_tokens=judge.max_tokens,
         timeout_s=judge.timeout_s,
+        queue_timeout_s=judge.queue_timeout_s,
+        max_waiting=judge.max_waiting,
+        stream=judge.stream,
     )
     policy = RetryPolicy(judge.max_retries, judge.backoff_base_s, judge.backoff_max_s, judge.retry_after_max_s)
     prices = Prices(judge.price_input_per_mtok, judge.price_output_per_mtok, judge.price_audio_input_per_mtok)
@@ -333,9 +337,7 @@ async def run_judges(
     (wrong key, model or URL) stops the stage with what it said, keeping the verdicts written so far."""
     try:
         for client in clients.values():
-            preflight = getattr(client, "preflight", None)
-            if preflight is not None:
-                await preflight()
+            await client.preflight()  # a wrong URL, key or model name is found before the first item
         results = []
         for stage in stages:
             try:
