@@ -1,4 +1,4 @@
-"""Replay throughput: the real ReplayEngine + wire client over real HTTP against a fixed-latency server.
+"""Replay throughput: the real replay stage + wire client over real HTTP against a fixed-latency server.
 
 A local OpenAI-compatible server (bare asyncio, in its own process so its CPU is not the
 harness's) sleeps ``--latency`` seconds per turn, holding any number of requests at once, and
@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 from stepeval import audio as audio_io  # noqa: E402
 from stepeval.client.endpoints import Endpoint  # noqa: E402
 from stepeval.client.wire import WireClient, WireSettings  # noqa: E402
-from stepeval.stages.replay import ReplayEngine, ReplaySettings  # noqa: E402
+from stepeval.stages.base import run_stage_async  # noqa: E402
+from stepeval.stages.replay import ReplaySettings, ReplayStage  # noqa: E402
 from stepeval.store import RunStore  # noqa: E402
 from stepeval.types import Conversation, UserTurn  # noqa: E402
 
@@ -125,11 +126,11 @@ def replay(url: str, conversations: list[Conversation], concurrency: int, folder
     """(wall seconds, harness CPU seconds, failed turns) for one replay into a fresh run store."""
     wire = WireClient([Endpoint(0, url, None, concurrency, 60.0)], WireSettings(wire_model="bench", max_retries=0))
     with RunStore(folder) as store:
-        engine = ReplayEngine(wire, store, ReplaySettings("bench", concurrency=concurrency), progress=False)
+        stage = ReplayStage(wire, store, ReplaySettings("bench", concurrency=concurrency), conversations)
 
         async def go():
             try:
-                return await engine.run(conversations)
+                return (await run_stage_async(stage, store, progress=False)).stats
             finally:
                 await wire.aclose()
 

@@ -15,7 +15,8 @@ import soundfile as sf
 from stepeval import audio as audio_io
 from stepeval.client.endpoints import Endpoint
 from stepeval.client.wire import MalformedReply, WireClient, WireSettings
-from stepeval.stages.replay import ReplayEngine, ReplaySettings
+from stepeval.stages.base import run_stage_async
+from stepeval.stages.replay import ReplaySettings, ReplayStage
 from stepeval.store import RunStore
 from stepeval.types import Conversation, Message, TurnContext, TurnFailed, UserTurn
 from tests.http_fake import FakeServer, Scripted
@@ -181,8 +182,8 @@ def test_malformed_reply_recorded_as_failed_and_the_run_goes_on(tmp_path):
 
     with FakeServer() as server, RunStore(tmp_path / "run") as store:
         server.fallback = answer
-        engine = ReplayEngine(client(server), store, ReplaySettings("fp", concurrency=4), progress=False)
-        stats = asyncio.run(engine.run(_conversations(tmp_path, 3)))
+        stage = ReplayStage(client(server), store, ReplaySettings("fp", concurrency=4), _conversations(tmp_path, 3))
+        stats = asyncio.run(run_stage_async(stage, store, progress=False)).stats
         records = store.log("replay").load()
     assert (stats.computed, stats.failed, stats.skipped) == (4, 1, 1)
     failed = records[("conv1", 0)]

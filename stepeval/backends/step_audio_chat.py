@@ -24,7 +24,6 @@ from stepeval.types import Message, Reply, TurnContext
 SECTION = "Step-Audio-Chat"
 DEFAULT_SYSTEM = "适配用户的语言，用简短口语化的文字回答"
 TOKENIZER_RATE = 16000
-TTS_RATE = 22050
 
 AudioTokenizer = Callable[[np.ndarray, int], str]  # (audio, rate) -> "<audio_12><audio_1034>..."
 Speaker = Callable[[str], tuple[np.ndarray, int]]  # text -> (waveform, rate)

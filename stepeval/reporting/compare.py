@@ -65,7 +65,7 @@ class Outcome:
         return self.status in ("fail", "lost")
 
 
-def parse_gate(text: str, manifest: dict) -> Gate:
+def parse_gate(text: str, run: Run) -> Gate:
     """'name:threshold' or 'name:threshold:higher|lower|either'."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0]:
@@ -80,7 +80,7 @@ def parse_gate(text: str, manifest: dict) -> Gate:
         if parts[2] not in DIRECTION_WORDS:
             raise ValueError(f"--metric {text!r}: direction must be one of {', '.join(DIRECTION_WORDS)}")
         return Gate(parts[0], threshold, DIRECTION_WORDS[parts[2]])
-    return Gate(parts[0], threshold, direction(parts[0], manifest))
+    return Gate(parts[0], threshold, direction(parts[0], run))
 
 
 def gates_for(baseline: Run, candidate: Run, overrides: list[str], only: bool = False) -> list[Gate]:
@@ -90,9 +90,9 @@ def gates_for(baseline: Run, candidate: Run, overrides: list[str], only: bool = 
     if not only:
         for metric, threshold in DEFAULT_THRESHOLDS.items():
             if metric in present:
-                gates[metric] = Gate(metric, threshold, direction(metric, baseline.manifest))
+                gates[metric] = Gate(metric, threshold, direction(metric, baseline))
     for text in overrides:
-        gate = parse_gate(text, baseline.manifest)
+        gate = parse_gate(text, baseline)
         if gate.metric not in present:
             raise ValueError(f"--metric {gate.metric!r}: neither run has this metric (they have: {', '.join(sorted(present))})")
         gates[gate.metric] = gate

@@ -57,7 +57,7 @@ def build(
         present = set(run.metrics())
         cells = {m: (interval(run.scores, m, seed=seed, resamples=resamples) if m in present else None) for m in metrics}
         rows.append({**_describe(run), "cells": cells})
-    directions = {m: direction(m, runs[0].manifest if runs else None) for m in metrics}
+    directions = {m: direction(m, runs[0] if runs else None) for m in metrics}
     datasets = {json.dumps(run.manifest.get("dataset", {}).get("files_sha256"), sort_keys=True) for run in runs}
     notes = []
     if len(datasets) > 1:

@@ -76,11 +76,8 @@ TABLE7 = tuple(
 
 
 def find_metric(run: Run, column: Column) -> str | None:
-    """The run's metric for a paper column: a manifest ``config.metrics`` entry naming the column, else an alias."""
+    """The run's metric for a paper column: the first of the column's aliases the run scored."""
     present = set(run.metrics())
-    for name, settings in run.metric_config.items():
-        if name in present and settings.get("paper_column") == column.title:
-            return name
     return next((alias for alias in column.aliases if alias in present), None)
 
 

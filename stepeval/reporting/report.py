@@ -195,7 +195,7 @@ def _cell_view(cell: Interval | None, absent: str) -> dict:
     return {"kind": "value", "mean": fmt(cell.mean), "ci": ci, "counts": counts}
 
 
-def metric_rows(table: dict, manifest: dict) -> list[dict]:
+def metric_rows(table: dict, run: Run) -> list[dict]:
     """Rows: metrics; cells: overall, then each category (metrics grow in number, categories do not)."""
     rows = []
     for metric, entry in table["metrics"].items():
@@ -205,7 +205,7 @@ def metric_rows(table: dict, manifest: dict) -> list[dict]:
             cells = [_cell_view(entry[OVERALL], "n/a")]
             for category in table["categories"]:
                 cells.append(_cell_view(entry["by_category"].get(category), absent_cell(table, metric, category)))
-        rows.append({"metric": metric, "direction": direction_word(direction(metric, manifest)), "cells": cells})
+        rows.append({"metric": metric, "direction": direction_word(direction(metric, run)), "cells": cells})
     return rows
 
 
@@ -216,9 +216,9 @@ def png_uri(path: Path | None) -> str | None:
 def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
     """Write the HTML page and its PNG charts; returns the paths written."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    expected = [m for m in run.metric_config if m not in run.metrics()]
+    expected = [m for m in run.configured_metrics() if m not in run.metrics()]
     table = category_table(run.scores, [*run.metrics(), *expected], seed=seed, resamples=resamples)
-    directions = {m: direction(m, run.manifest) for m in table["metrics"]}
+    directions = {m: direction(m, run) for m in table["metrics"]}
     radar_path, radar_note = plots.radar(table, out.with_name(f"{out.stem}_radar.png"), f"{run.name}: by category", directions)
     bars_path = plots.bars(table, out.with_name(f"{out.stem}_bars.png"), f"{run.name}: means with 95% intervals")
     conversations, dataset_note = dataset_conversations(run.manifest)
@@ -234,7 +234,7 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         manifest=run.manifest,
         config=run.manifest.get("config", {}),
         summary=run.summary,
-        rows=metric_rows(table, run.manifest),
+        rows=metric_rows(table, run),
         categories=table["categories"],
         table5=paper.table5_rows([run], seed=seed, resamples=resamples).to_dict("records"),
         table7=paper.table7_rows(run, seed=seed, resamples=resamples).to_dict("records"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from stepeval import views
+from stepeval.applicability import Applicability
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, cluster_bootstrap, metric_frame
 from stepeval.views import View
@@ -20,21 +21,6 @@ from stepeval.views import View
 OVERALL = "overall"
 NOT_RUN = "not run"
 NOT_APPLICABLE = "not applicable"
-
-# True: higher is better; False: lower is better; None: neutral (no better direction).
-# A run's manifest ``config.metrics`` (the metric-applicability config) overrides these.
-DEFAULT_DIRECTIONS: dict[str, bool | None] = {
-    "duration_s": None,
-    "silence_share": False,
-    "speech_detected": True,
-    "language_match": True,
-    "text_speech_error": False,
-    "factuality": True,
-    "relevance": True,
-    "chat_score": True,
-    "instruction_following": True,
-    "audio_quality": True,
-}
 
 
 @dataclass
@@ -77,8 +63,16 @@ class Run:
         return str(_get(self.manifest, "config", "model", "name") or self.summary.get("model") or "?")
 
     @property
-    def metric_config(self) -> dict[str, dict]:
-        return metric_config(self.manifest)
+    def applicability(self) -> Applicability:
+        """The view's metrics config (which metric applies where, which direction is better); a run made
+        before views uses its manifest's, and one without any the packaged default."""
+        if self.view is not None and self.view.description.get("metrics"):
+            return Applicability.from_config(self.view.description["metrics"])
+        return Applicability.from_config(_get(self.manifest, "config", "metrics") or packaged_metrics_config())
+
+    def configured_metrics(self) -> list[str]:
+        """Every metric the metrics config names (a table shows them, as "not run" where absent)."""
+        return list(self.applicability.rules)
 
     def metrics(self) -> list[str]:
         """Metrics with at least one row in this run, in record order."""
@@ -124,30 +118,21 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def metric_config(manifest: dict) -> dict[str, dict]:
-    """``config.metrics`` rules normalised to {metric: settings} (``higher_is_better``, ``applies_to``...).
+def packaged_metrics_config() -> dict:
+    """conf/metrics/default.yaml as shipped: the directions for runs that recorded no metrics config."""
+    import yaml
 
-    Accepts the metrics config group ({"rules": {metric: {...}}, ...}), a plain {metric: {...}} mapping
-    or a list of {"name": metric, ...} entries.
-    """
-    raw = _get(manifest, "config", "metrics")
-    if isinstance(raw, dict) and isinstance(raw.get("rules"), dict):
-        raw = raw["rules"]
-    elif isinstance(raw, dict) and "rules" in raw:
-        return {}
-    if isinstance(raw, dict):
-        return {str(k): (v if isinstance(v, dict) else {"enabled": v}) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return {str(e["name"]): e for e in raw if isinstance(e, dict) and "name" in e}
-    return {}
+    from stepeval.config import conf_dir
+
+    return yaml.safe_load((conf_dir() / "metrics" / "default.yaml").read_text(encoding="utf-8"))
 
 
-def direction(metric: str, manifest: dict | None = None) -> bool | None:
-    """True if higher is better, False if lower is, None if neither (or unknown)."""
-    settings = metric_config(manifest or {}).get(metric, {})
-    if "higher_is_better" in settings and settings["higher_is_better"] is not None:
-        return bool(settings["higher_is_better"])
-    return DEFAULT_DIRECTIONS.get(metric)
+def direction(metric: str, run: Run | None = None) -> bool | None:
+    """True if higher is better, False if lower is, None if neither (or unknown): from the metrics config,
+    the one place directions are declared."""
+    base = metric.removesuffix("_corpus")
+    applicability = run.applicability if run is not None else Applicability.from_config(packaged_metrics_config())
+    return applicability.higher_is_better(base)
 
 
 def direction_word(higher_is_better: bool | None) -> str:
@@ -207,40 +192,9 @@ CELL_LEGEND = (
 )
 
 
-def markdown_category_table(table: dict, legend: bool = True) -> str:
-    """Category rows (and overall) x metric columns."""
-    metrics = list(table["metrics"])
-    lines = ["| category | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
-    for category in [*table["categories"], OVERALL]:
-        cells = []
-        for metric in metrics:
-            entry = table["metrics"][metric]
-            if entry is None:
-                cells.append(NOT_RUN)
-                continue
-            cell = entry[OVERALL] if category == OVERALL else entry["by_category"].get(category)
-            cells.append(format_interval(cell) if cell is not None else absent_cell(table, metric, category))
-        name = f"**{category}**" if category == OVERALL else escape_markdown(category)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    return text + (f"\n{CELL_LEGEND}\n" if legend else "")
-
-
 def absent_cell(table: dict, metric: str, category: str) -> str:
     """A category without rows for a metric: excluded by the applicability config, or simply no turns."""
     return NOT_APPLICABLE if category in table.get("not_applicable", {}).get(metric, []) else "n/a (0/0)"
-
-
-def long_table(table: dict) -> pd.DataFrame:
-    """One row per (metric, category incl. overall): mean, low, high, scored, missing, conversations."""
-    rows = []
-    for metric, entry in table["metrics"].items():
-        if entry is None:
-            rows.append({"metric": metric, "category": OVERALL, "status": NOT_RUN})
-            continue
-        for category, cell in [*entry["by_category"].items(), (OVERALL, entry[OVERALL])]:
-            rows.append({"metric": metric, "category": category, "status": "ok", **cell.to_dict()})
-    return pd.DataFrame(rows)
 
 
 def escape_markdown(text: str) -> str:
