@@ -49,3 +49,22 @@ def latest_view(run_dir: Path) -> Path:
 
 def summary(run_dir: Path) -> dict:
     return json.loads((view_dir(run_dir) / "summary.json").read_text())
+
+
+def raw_metric_values(run_dir: Path) -> dict[str, list[float | None]]:
+    """Per metric, every value of the run's score records that the packaged metrics config applies to the
+    record's category, read from the JSON lines and the YAML by hand (independently of stepeval's readers).
+    For a run scored once, with one view: every record in the log is current."""
+    import yaml
+
+    from stepeval.config import conf_dir
+
+    rules = yaml.safe_load((conf_dir() / "metrics" / "default.yaml").read_text())["rules"]
+    values: dict[str, list[float | None]] = {}
+    for line in (run_dir / "records" / "score.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for metric, value in record["metrics"].items():
+            where = rules.get(metric, {}).get("applies_to", ["all"])
+            if "all" in where or record["category"] in where:
+                values.setdefault(metric, []).append(value)
+    return values

@@ -17,6 +17,8 @@ from stepeval.asr.paraformer import ParaformerASR, join_output
 from stepeval.asr.router import LanguageRouter
 from stepeval.asr.text_norm import error_rate, normalise
 
+pytestmark = pytest.mark.slow  # whisper base loads
+
 DATA = Path(__file__).parent / "data"
 CLIPS = json.loads((DATA / "clips.json").read_text(encoding="utf-8"))
 BASE = {"model": "packaged:whisper-base", "device": "cpu", "compute_type": "int8", "cpu_threads": 2, "beam_size": 1}

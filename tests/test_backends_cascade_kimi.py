@@ -20,6 +20,8 @@ from tests import tiny_models
 from tests.http_fake import FakeServer, Scripted
 from tests.openai_audio import completion
 
+pytestmark = pytest.mark.slow  # tiny models and espeak-ng
+
 CHAT = "/v1/chat/completions"
 
 

@@ -15,6 +15,8 @@ from stepeval.backends.qwen2_5_omni import SYSTEM_PROMPT, Qwen25Omni
 from stepeval.types import Message, TurnContext
 from tests import tiny_models
 
+pytestmark = pytest.mark.slow  # tiny transformers models
+
 
 @pytest.fixture(scope="module")
 def tiny_omni(tmp_path_factory: pytest.TempPathFactory) -> Path:

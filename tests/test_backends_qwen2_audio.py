@@ -24,6 +24,8 @@ from stepeval.types import Message, TurnContext
 from tests import tiny_models
 from tests.run_helpers import only_run, stepeval_run
 
+pytestmark = pytest.mark.slow  # tiny transformers models and a served one
+
 SPEECH_METRICS = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
 
 

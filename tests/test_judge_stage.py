@@ -23,6 +23,8 @@ from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
 from tests.run_helpers import latest_view
 
+pytestmark = pytest.mark.slow  # full pipeline runs with DNSMOS and speaker models
+
 TEXT_METRICS = ["factuality", "relevance", "chat_score", "instruction_following"]
 BASE = ["dataset=sample", "model=canned", "asr=none", "limit=2", "progress=false"]
 

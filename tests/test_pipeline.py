@@ -6,11 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 from stepeval.data import loader, sources
 from stepeval.store import RecordLog
 from tests.run_helpers import latest_view, only_run, stable_records, stepeval_run, summary
+
+pytestmark = pytest.mark.slow  # subprocess runs with real ASR
 
 
 def test_parrot_run_writes_manifest_records_audio_summary_table(tmp_path: Path):

@@ -18,6 +18,8 @@ from PIL import Image
 from stepeval import views
 from stepeval.cli import main as cli
 
+pytestmark = pytest.mark.slow  # demo runs and headless chromium
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--headless",

@@ -13,6 +13,8 @@ import pytest
 
 from tests.run_helpers import only_run, run_command, stable_records, stepeval_run, summary
 
+pytestmark = pytest.mark.slow  # SIGKILL of real subprocess runs
+
 
 def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0

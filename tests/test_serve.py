@@ -19,6 +19,8 @@ from stepeval import audio as audio_io
 from stepeval.data import loader, sources
 from tests.openai_audio import b64, encoded, tone
 
+pytestmark = pytest.mark.slow  # a served backend in a subprocess
+
 SECRET = "sk-proj-DO-NOT-LEAK-7f3a9c"
 
 
