@@ -66,7 +66,7 @@ def test_rows_of_a_metric_are_dropped_where_it_does_not_apply(tmp_path):
     header = next(line for line in markdown_table(summary).splitlines() if line.startswith("| category |"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     values = dict(zip(columns, [c.strip() for c in gaming_row.strip("|").split("|")], strict=True))
-    assert values["voice_control"] == "-" and values["singing_quality"] == "-"  # no cell where it means nothing
+    assert values["voice_control"] == values["singing_quality"] == "not applicable"  # said, never a number or n/a
     assert values["flag_clipped"] == "0.000 (1/1)"
 
 
