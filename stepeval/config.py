@@ -195,6 +195,7 @@ class SignalsSchema:
     speaker: bool = True
     pitch: bool = True
     utmos: bool = False  # weights come from torch.hub (GitHub): off where that is not reachable
+    extra: list[Any] = field(default_factory=list)  # signal plugins: [{_target_: my.module.MyMetric, ...}]
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.asr.text_norm import error_rate, language_family
-from stepeval.signals import dnsmos, prosody, speaker, utmos
+from stepeval.signals import dnsmos, plugins, prosody, speaker, utmos
 
 VERSION = "signals-v4"  # v4: error rates on the corrected number normalisation, with edit counts (corpus rates)
 BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
@@ -37,16 +37,28 @@ class SignalOptions:
     speaker: bool = True
     pitch: bool = True
     utmos: bool = False
+    extra: tuple[dict, ...] = ()  # signal plugins (``signals.plugins``), each {_target_: ..., **settings}
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> SignalOptions:
-        return cls(**{k: bool(v) for k, v in dict(node or {}).items() if k in cls.__dataclass_fields__})
+        node = dict(node or {})
+        flags = {k: bool(v) for k, v in node.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        return cls(**flags, extra=tuple(dict(spec) for spec in node.get("extra") or ()))
+
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric a score record of these options holds: the built-in ones, then the plugins'."""
+        return (*METRICS, *plugins.names(self.extra))
 
 
 def identity(options: SignalOptions) -> dict:
     """What the scores depend on besides the inputs: version, options and which models could load here
     (installing Resemblyzer later recomputes the turns it was missing for)."""
-    return {"version": VERSION, "options": asdict(options), "unavailable": _unavailable(options)}
+    ident = {"version": VERSION, "options": asdict(options), "unavailable": _unavailable(options)}
+    if options.extra:
+        ident["plugins"] = plugins.identities(options.extra)
+    else:
+        del ident["options"]["extra"]  # the identity of runs scored before plugins existed stays the same
+    return ident
 
 
 def _unavailable(options: SignalOptions) -> dict[str, str | None]:
@@ -87,10 +99,10 @@ def score_turn(
     options = options or SignalOptions()
     scores = TurnScores()
     if replay.get("status") != "ok":
-        scores.set_all(METRICS, f"turn {replay.get('status')}: {replay.get('error') or ''}".strip())
+        scores.set_all(options.metrics(), f"turn {replay.get('status')}: {replay.get('error') or ''}".strip())
         return scores
     if not replay.get("audio"):
-        scores.set_all(METRICS, "text-only reply: no speech")
+        scores.set_all(options.metrics(), "text-only reply: no speech")
         return scores
     if samples is None:
         samples = audio_io.read(audio_root / replay["audio"])
@@ -104,8 +116,21 @@ def score_turn(
     _quality(scores, audio, rate, options, no_sound)
     _pitch(scores, audio, rate, options, no_sound)
     _heard(scores, replay, asr, audio, rate)
+    _plugins(scores, audio, rate, asr, options)
     scores.set("speaker_consistency", None, "needs the conversation's other replies (score_conversation)")
     return scores
+
+
+def _plugins(scores: TurnScores, audio: np.ndarray, rate: int, asr: dict | None, options: SignalOptions) -> None:
+    transcript = asr.get("text") if asr is not None and asr.get("status") == "ok" else None
+    for plugin in plugins.load(options.extra):
+        try:
+            values = dict(plugin.score(audio, rate, transcript))
+        except Exception as err:  # a plugin's failure makes its metrics missing, never 0
+            scores.set_all(plugin.names, f"{type(plugin).__name__} failed: {type(err).__name__}: {err}")
+            continue
+        for name in plugin.names:
+            scores.set(name, values.get(name), f"{type(plugin).__name__} gave no value")
 
 
 def _quality(scores: TurnScores, audio: np.ndarray, rate: int, options: SignalOptions, no_sound: str) -> None:
@@ -213,7 +238,7 @@ def score_conversation(
         except Exception as err:  # one unreadable reply must not stop the stage: its scores are missing
             scores, samples = TurnScores(), None
             scores.error = f"scoring failed: {type(err).__name__}: {err}"
-            scores.set_all(METRICS, scores.error)
+            scores.set_all(options.metrics(), scores.error)
         out[key] = scores
         if samples is None:
             why_not[key] = scores.missing.get("duration_s", "no speech")

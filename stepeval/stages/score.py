@@ -83,7 +83,7 @@ class ScoreStage(Stage[ConversationReplies]):
                 "language": r.language,
             }
             if r.status == "ok" and not r.speaks:
-                out.append(ScoreRecord(**base, not_applicable=dict.fromkeys(scoring.METRICS, TEXT_ONLY)))
+                out.append(ScoreRecord(**base, not_applicable=dict.fromkeys(self.options.metrics(), TEXT_ONLY)))
                 continue
             turn = scored[r.key]
             out.append(
