@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("stepeval.reporting.leaderboard", "leaderboard <runs...>: one table over many runs (md, csv, tex, json)"),
     "report": ("stepeval.reporting.report", "report <run>: a self-contained HTML report with audio"),
     "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI"),
+    "validate-judge": ("stepeval.validation.validate", "validate-judge <run> [judge overrides]: controls and agreement"),
+    "rate": ("stepeval.validation.ratings", "rate <run> [--port] [--rater NAME]: a listening page for human ratings"),
 }
 
 
