@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from stepeval.judging.llm_judge import JudgeClient, Prices, Settings, add_usage, input_sha256
 from stepeval.judging.rate_limit import Limits, RetryPolicy
 from stepeval.judging.rubric import Rubric
-from stepeval.store import RecordLog, fingerprint
+from stepeval.store import GroupCommitter, RecordLog, fingerprint
 from stepeval.validation.items import Item, judge_log
 
 
@@ -96,6 +96,7 @@ class CachedJudge:
         self.identity = {**client.identity(), "rubric": rubric.name, "rubric_sha256": rubric.sha256}
         self.concurrency = max(1, int(concurrency))
         self.log = RecordLog(cache_path(run_dir, rubric.metric))
+        self.committer = GroupCommitter(self.log)  # fsyncs off the event loop, batched
         self.cache: dict[str, dict] = {r["fingerprint"]: r for r in read_lines(self.log.path) if r.get("status") != "failed"}
         for record in RecordLog(judge_log(run_dir, rubric.metric)).load().values():
             if record.get("status") not in (None, "failed", "no_input") and record.get("fingerprint"):
@@ -140,7 +141,7 @@ class CachedJudge:
             "usage": verdict.usage,
             "cost_usd": verdict.cost_usd,
         }
-        self.log.append(record)
+        await self.committer.append(record)
         if verdict.status == "failed":
             self.tally.failed += 1
         else:
