@@ -33,6 +33,7 @@ setup: $(STAMP)
 eval: $(STAMP)
 	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/stepeval run --multirun dataset=$(DATASET) model=$(MODEL) asr=$(ASR) judge=$(JUDGE) $(ARGS)
 
+# browser tests (the rating page, tests/test_rating_page.py) need a system Chromium: apt-get install -y chromium
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 

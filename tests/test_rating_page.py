@@ -158,6 +158,7 @@ def test_rating_in_a_real_browser_survives_a_reload(run: Path, page: str, tmp_pa
         browser.evaluate(
             "(() => { const r = document.getElementById('rater'); r.value = 'carol'; r.dispatchEvent(new Event('change')); })()"
         )
+        browser.wait_for("document.body.dataset.ratingsOf === 'carol'")
         # play the reply clip: it must decode and advance
         played = browser.evaluate(
             """(async () => { const a = document.getElementById('reply-audio'); await a.play();
@@ -206,3 +207,15 @@ def test_rating_in_a_real_browser_survives_a_reload(run: Path, page: str, tmp_pa
         judge[(r["conversation_id"], r["turn"])] == r["value"] for r in saved if r["metric"] == "relevance"
     ) / 3  # fmt: skip
     assert next(c["value"] for c in relevance["coefficients"] if c["name"] == "percent_agreement") == pytest.approx(by_hand)
+
+
+def test_rate_agreement_command_prints_from_saved_ratings(run: Path, page: str, capsys):
+    from stepeval import cli
+
+    assert cli.main(["rate", str(run), "--agreement"]) == 0
+    assert "no ratings in" in capsys.readouterr().out
+    for item in json.loads(get(page + "/api/items"))[:3]:
+        post(page + "/api/ratings", {"rater": "dan", "item": item["id"], "metric": "chat_score", "grade": 4})
+    assert cli.main(["rate", str(run), "--agreement"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert (entry["kind"], entry["metric"], entry["raters"], entry["items"]) == ("judge-human", "chat_score", ["judge", "dan"], 3)

@@ -151,7 +151,9 @@ def test_an_edited_rubric_makes_the_validation_stale(run: Path):
 
 
 def test_bad_input_is_one_clear_line(run: Path, tmp_path: Path, capsys):
-    assert validate.main([str(tmp_path / "nowhere")]) == 2
+    from stepeval import cli
+
+    assert cli.main(["validate-judge", str(tmp_path / "nowhere")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
     assert validate.main([str(run), "model=parrot"]) == 2
     assert "'model=parrot': expected judge=<name or file.yaml> or judge.<key>=<value>" in capsys.readouterr().err
