@@ -162,3 +162,19 @@ def test_bad_input_is_one_clear_line(run: Path, tmp_path: Path, capsys):
     assert validate.main([str(run), "judge=none"]) == 2
     assert "lists no rubrics" in capsys.readouterr().err
     assert not (run / "validation.json").exists()
+
+
+def test_human_ratings_join_the_agreement(run: Path):
+    from stepeval.validation import ratings
+
+    rubrics = ratings.rubrics_of(run)
+    store = ratings.Store(run, ratings.load_items(run, rubrics), rubrics, seed=0)
+    keys = [("sample-gaming-en", 0), ("sample-logic-zh", 1), ("sample-emotion-en", 1)]
+    for cid, turn in keys:
+        store.save({"rater": "ann", "item": f"{cid}#{turn}", "metric": "relevance", "grade": "yes"})
+    assert validate.main([str(run), "--controls", "truncate", "--no-repeat", *FAST]) == 0
+    (entry,) = [a for a in result(run)["agreement"] if a["kind"] == "judge-human"]
+    assert (entry["metric"], entry["raters"], entry["items"], entry["conversations"]) == ("relevance", ["judge", "ann"], 3, 3)
+    run_verdicts = RecordLog(run / "records" / "judge-relevance.jsonl").load()
+    same = sum(run_verdicts[k]["metrics"]["relevance"] == 1.0 for k in keys)
+    assert next(c["value"] for c in entry["coefficients"] if c["name"] == "percent_agreement") == pytest.approx(same / 3)
