@@ -33,7 +33,7 @@ setup: $(STAMP)
 eval: $(STAMP)
 	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/stepeval run --multirun dataset=$(DATASET) model=$(MODEL) asr=$(ASR) judge=$(JUDGE) $(ARGS)
 
-# system packages the tests need (espeak-ng, chromium, CJK fonts): installed with apt-get where root, else the command is printed
+# system packages the tests need (espeak-ng, chromium for the report and rating-page tests, CJK fonts): installed with apt-get where root, else the command is printed
 system-deps:
 	sh scripts/system_deps.sh '$(PYTHON)'
 

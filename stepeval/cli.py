@@ -27,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     ),
     "report": ("stepeval.reporting.report", "report <run>: a self-contained HTML report with audio", "report"),
     "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI", None),
+    "validate-judge": (
+        "stepeval.validation.validate",
+        "validate-judge <run> [judge overrides]: controls and agreement",
+        "validation",
+    ),
+    "rate": ("stepeval.validation.ratings", "rate <run> [--port] [--rater NAME]: a listening page for human ratings", None),
 }
 
 # optional extra (pyproject.toml) -> the modules it brings; tests/test_wheel.py checks this against pyproject
@@ -43,6 +49,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "judges": ("aiolimiter", "speechmos", "librosa", "onnxruntime", "requests", "scipy"),
     "report": ("matplotlib", "jinja2", "tabulate"),
     "models": ("transformers", "tokenizers"),
+    "validation": ("krippendorff", "sklearn", "scipy", "websockets"),
 }
 
 

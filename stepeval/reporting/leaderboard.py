@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepeval.reporting import validity
 from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
 from stepeval.reporting.tables import (
@@ -43,6 +44,7 @@ def _describe(run: Run) -> dict:
         "judge": (config.get("judge") or {}).get("name"),
         "history": run.manifest.get("history"),
         "path": str(run.root),
+        "judge_validity": validity.line(run.root, run.manifest),
     }
 
 
@@ -132,6 +134,7 @@ def to_markdown(board: dict) -> str:
     frame = display_frame(board)
     header = ", ".join(f"{m}: {direction_word(d)}" for m, d in board["directions"].items())
     text = frame.to_markdown(index=False) + f"\n\n{CELL_LEGEND}\n\nDirections: {header}.\n"
+    text += "".join(f"\n{row['run']}: {row['judge_validity']}" for row in board["rows"]) + "\n"
     return text + "".join(f"\n- {n}" for n in board["notes"]) + ("\n" if board["notes"] else "")
 
 

@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import paper, plots
+from stepeval.reporting import paper, plots, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -245,6 +245,7 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         bars=png_uri(bars_path),
         conversations=views,
         notes=notes,
+        validity=validity.section(run.root, run.manifest),
         seed=seed,
         resamples=resamples,
     )

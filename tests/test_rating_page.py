@@ -1,0 +1,221 @@
+"""`stepeval rate`: the listening page over real HTTP, and in a real headless browser (slow).
+
+The run is the sample replayed through recorded replies and judged by the content-aware fake judge
+(tests/validation_helpers.py). Ratings go to <run>/ratings.jsonl; agreement is computed from them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stepeval.judging.rubric import PACKAGED, load
+from stepeval.store import RecordLog
+from stepeval.validation import ratings
+from stepeval.validation.runner import read_lines
+from tests import cdp
+from tests import validation_helpers as vh
+from tests.http_fake import FakeServer
+
+PUBLIC_KEYS = {
+    "index", "id", "conversation_id", "turn", "category", "language", "context",
+    "user_text", "reply_text", "metrics", "user_audio", "reply_audio", "notes",
+}  # fmt: skip
+READY = "!!document.body && document.body.dataset.ready === '1'"
+METRICS = ["factuality", "relevance", "chat_score", "instruction_following"]
+
+
+@pytest.fixture(scope="module")
+def judged_run(tmp_path_factory) -> Path:
+    with FakeServer() as server:
+        server.fallback = vh.judge
+        return vh.build_run(tmp_path_factory.mktemp("rating"), server)
+
+
+@pytest.fixture
+def run(judged_run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / judged_run.name
+    shutil.copytree(judged_run, copy)
+    return copy
+
+
+@pytest.fixture
+def page(run: Path):
+    server = ratings.make_server(run, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"http://{host}:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def judge_values(run: Path, metric: str) -> dict:
+    return {k: r["metrics"][metric] for k, r in RecordLog(run / "records" / f"judge-{metric}.jsonl").load().items()}
+
+
+def test_items_cover_every_category_first_and_never_show_the_judge(run: Path, page: str):
+    items = json.loads(get(page + "/api/items"))
+    assert len(items) == 22
+    categories = {i["category"] for i in items}
+    assert len(categories) == 9
+    assert {i["category"] for i in items[:9]} == categories  # a 9-item session already covers every category
+    assert all(set(i) == PUBLIC_KEYS for i in items)
+    html = get(page + "/").decode()
+    for text in (html, json.dumps(items)):
+        assert "aware fake judge" not in text  # the judge's rationale
+        assert "judge-" not in text and '"metrics": {' not in text
+    # the transcripts are the ones the judge read: the recorded text channel and the dataset's user turn
+    first = next(i for i in items if i["id"] == "sample-gaming-en#1")
+    assert first["reply_text"] == vh.REPLIES["sample-gaming-en"][1]
+    assert first["user_text"] == "Elephant. Your turn again."
+    assert [c["role"] for c in first["context"]] == ["user", "assistant"]
+    assert get(page + first["reply_audio"]) == vh.WAV.read_bytes()
+    assert get(page + first["user_audio"])[:4] in (b"RIFF", b"fLaC", b"OggS")
+
+
+def test_ratings_are_saved_with_rater_time_and_rubric_hash_and_bad_ones_refused(run: Path, page: str):
+    status, body = post(
+        page + "/api/ratings", {"rater": "ann", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "yes"}
+    )
+    assert status == 200
+    (saved,) = read_lines(run / ratings.FILE)
+    assert saved["rater"] == "ann" and saved["grade"] == "yes" and saved["value"] == 1.0 and saved["time"]
+    assert saved["rubric_sha256"] == load(PACKAGED, "relevance.v1").sha256
+    refused = [
+        ({"rater": "", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "yes"}, "rater"),
+        ({"rater": "ann", "item": "nope#0", "metric": "relevance", "grade": "yes"}, "is not an item of this run"),
+        (
+            {"rater": "ann", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "maybe"},
+            "expected one of ['yes', 'no']",
+        ),
+        ({"rater": "ann", "item": "sample-gaming-en#1", "metric": "chat_score", "grade": "4"}, "expected one of [1, 2, 3, 4, 5]"),
+    ]
+    for payload, message in refused:
+        status, body = post(page + "/api/ratings", payload)
+        assert status == 400 and message in body["error"]
+    assert len(read_lines(run / ratings.FILE)) == 1
+    post(page + "/api/ratings", {"rater": "ann", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "no"})
+    assert json.loads(get(page + "/api/ratings?rater=ann")) == {"sample-gaming-en#1": {"relevance": "no"}}  # the latest
+
+
+def test_agreement_of_judge_and_raters_from_saved_ratings(run: Path, page: str):
+    items = json.loads(get(page + "/api/items"))[:4]
+    judge = judge_values(run, "relevance")
+    for n, item in enumerate(items):
+        key = (item["conversation_id"], item["turn"])
+        agrees = "yes" if judge[key] == 1.0 else "no"
+        disagrees = "no" if agrees == "yes" else "yes"
+        post(page + "/api/ratings", {"rater": "ann", "item": item["id"], "metric": "relevance", "grade": agrees})
+        grade = agrees if n < 3 else disagrees  # bob disagrees with the judge on the last item only
+        post(page + "/api/ratings", {"rater": "bob", "item": item["id"], "metric": "relevance", "grade": grade})
+    rubrics = ratings.rubrics_of(run)
+    entries = ratings.agreement_entries(run, ratings.run_judge_values(run, rubrics), rubrics, resamples=200)
+    by = {(e["kind"], tuple(e["raters"])): e for e in entries if e["metric"] == "relevance"}
+    assert set(by) == {
+        ("judge-human", ("judge", "ann")),
+        ("judge-human", ("judge", "bob")),
+        ("human-human", ("ann", "bob")),
+        ("judge-and-humans", ("judge", "ann", "bob")),
+    }
+
+    def agree(entry):
+        return next(c["value"] for c in entry["coefficients"] if c["name"] == "percent_agreement")
+
+    assert agree(by[("judge-human", ("judge", "ann"))]) == 1.0
+    assert agree(by[("judge-human", ("judge", "bob"))]) == 0.75
+    assert agree(by[("human-human", ("ann", "bob"))]) == 0.75
+    assert by[("judge-and-humans", ("judge", "ann", "bob"))]["coefficients"][0]["name"] == "krippendorff_alpha_nominal"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cdp.binary() is None, reason="no chromium (apt-get install chromium)")
+def test_rating_in_a_real_browser_survives_a_reload(run: Path, page: str, tmp_path: Path):
+    browser = cdp.Browser(tmp_path / "profile")
+    try:
+        browser.open(page + "/")
+        browser.wait_for(READY)
+        browser.evaluate(
+            "(() => { const r = document.getElementById('rater'); r.value = 'carol'; r.dispatchEvent(new Event('change')); })()"
+        )
+        browser.wait_for("document.body.dataset.ratingsOf === 'carol'")
+        # play the reply clip: it must decode and advance
+        played = browser.evaluate(
+            """(async () => { const a = document.getElementById('reply-audio'); await a.play();
+                 await new Promise(r => setTimeout(r, 600));
+                 return {t: a.currentTime, d: a.duration, error: a.error && a.error.code}; })()"""
+        )
+        assert played["error"] is None and played["t"] > 0 and played["d"] == pytest.approx(5.596, abs=0.01)
+        chosen = {}
+        for n in range(3):
+            item = browser.evaluate("document.getElementById('item').dataset.id")
+            metrics = browser.evaluate("[...document.querySelectorAll('.q')].map(q => q.dataset.metric)")
+            assert metrics == METRICS
+            for metric in metrics:
+                grade = ("yes", "no")[n % 2] if metric in ("factuality", "relevance") else str(n + 2)
+                browser.evaluate(f"document.querySelector('button.grade[data-metric={metric}][data-grade=\"{grade}\"]').click()")
+                browser.wait_for(f"!!document.querySelector('button.grade.chosen[data-metric={metric}][data-grade=\"{grade}\"]')")
+                chosen[(item, metric)] = grade
+            browser.evaluate("document.getElementById('next').click()")
+        assert browser.evaluate("document.getElementById('progress').textContent") == "3 of 22 items fully rated"
+        assert browser.evaluate("document.getElementById('coverage').textContent") == "categories covered: 3 of 9"
+
+        browser.evaluate("document.body.dataset.ready = ''")
+        browser.send("Page.reload")
+        browser.wait_for(READY)
+        assert browser.evaluate("document.getElementById('rater').value") == "carol"
+        assert browser.evaluate("document.getElementById('progress').textContent") == "3 of 22 items fully rated"
+        assert browser.evaluate("document.getElementById('item').dataset.id") not in {i for i, _ in chosen}  # where we left off
+        for n in range(3):
+            browser.evaluate(f"go({n})")
+            item = browser.evaluate("document.getElementById('item').dataset.id")
+            shown = browser.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('button.grade.chosen')]"
+                ".map(b => [b.dataset.metric, b.dataset.grade]))"
+            )
+            assert shown == {m: g for (i, m), g in chosen.items() if i == item}
+    finally:
+        browser.close()
+    saved = read_lines(run / ratings.FILE)
+    assert len(saved) == 12 and {r["rater"] for r in saved} == {"carol"}
+    rubrics = ratings.rubrics_of(run)
+    entries = ratings.agreement_entries(run, ratings.run_judge_values(run, rubrics), rubrics, resamples=200)
+    relevance = next(e for e in entries if e["metric"] == "relevance")
+    assert relevance["kind"] == "judge-human" and relevance["items"] == 3
+    judge = judge_values(run, "relevance")
+    by_hand = sum(
+        judge[(r["conversation_id"], r["turn"])] == r["value"] for r in saved if r["metric"] == "relevance"
+    ) / 3  # fmt: skip
+    assert next(c["value"] for c in relevance["coefficients"] if c["name"] == "percent_agreement") == pytest.approx(by_hand)
+
+
+def test_rate_agreement_command_prints_from_saved_ratings(run: Path, page: str, capsys):
+    from stepeval import cli
+
+    assert cli.main(["rate", str(run), "--agreement"]) == 0
+    assert "no ratings in" in capsys.readouterr().out
+    for item in json.loads(get(page + "/api/items"))[:3]:
+        post(page + "/api/ratings", {"rater": "dan", "item": item["id"], "metric": "chat_score", "grade": 4})
+    assert cli.main(["rate", str(run), "--agreement"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert (entry["kind"], entry["metric"], entry["raters"], entry["items"]) == ("judge-human", "chat_score", ["judge", "dan"], 3)

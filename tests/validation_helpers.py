@@ -1,0 +1,172 @@
+"""A real run to validate judges on, and fake judges that do or do not read the content.
+
+The run: the bundled sample replayed through ``model=recorded`` with a reply written here for every
+user turn (a text channel that answers the request, and a short real wav), judged over real HTTP by
+the content-aware fake judge below. The fake judges speak the OpenAI chat-completions format and
+pick their behaviour by the request's ``model``:
+
+- ``aware``: relevance/factuality "yes" when the reply shares a content word (English) or a character
+  pair (Chinese) with the user's latest turn; 1-5 scores grow with the reply's length, 1 when it shares nothing;
+- ``blind-index``: a verdict from a hash of the turn index alone (the number of earlier user turns);
+- ``random``: a verdict from a hash of the whole request: as good as a coin flip, and repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from stepeval import pipeline
+from stepeval.config import conf_dir, register_schemas
+from tests import judge_fake
+from tests.http_fake import FakeServer, Request, Scripted
+
+REPO = Path(__file__).resolve().parents[1]
+WAV = REPO / "stepeval" / "backends" / "assets" / "canned_reply.wav"
+
+REPLIES = {
+    "sample-singing-en": [
+        "Here is a short lullaby about the moon: hush now little one, the silver moon is watching over you tonight, "
+        "sleep softly and dream until the morning light comes.",
+        "Faster and happier this time: hush now little one, the bright moon is smiling, sing along with me, dance along "
+        "with me, and wake up with a happy heart!",
+    ],
+    "sample-creativity-zh": [
+        "好的，这是一个关于小猫的故事：从前有一只小猫，它每天在花园里追蝴蝶，有一天它迷路了，最后在月光下找到了回家的路。",
+        "短一点的故事：小猫在花园里追蝴蝶迷了路，后来找到了回家的路，和妈妈一起吃了鱼，这是一个快乐的结局。",
+    ],
+    "sample-roleplay-en": [
+        "Ahoy there, my loyal crew! Your pirate captain greets you on this fine morning. Hoist the sails and ready the "
+        "cannons, for adventure awaits us on the open sea!",
+        "A storm is coming, you say? Lower the sails, tie down the barrels, and steer the ship toward the cove. Your "
+        "captain has weathered worse storms than this one!",
+        "Arr, thank you, my hearties! Your captain says goodbye for now. Keep your cutlasses sharp and your spirits high "
+        "until we meet again on the waves!",
+    ],
+    "sample-logic-zh": [
+        "小明原来有三个苹果，又买了两个苹果，三加二等于五，所以现在小明一共有五个苹果，这就是答案。",
+        "如果他吃掉一个苹果，五减一等于四，所以小明还剩四个苹果，这就是最后的答案。",
+    ],
+    "sample-voice-understanding-en": [
+        "From your voice, you sound a little tired rather than happy: your voice is slow and soft, and the pitch drops "
+        "at the end of each sentence you speak.",
+        "I think so because your speaking pace was slow, there were long pauses between words, and your pitch stayed "
+        "low, which are common signs that someone is tired.",
+    ],
+    "sample-voice-instruction-zh": [
+        "好的，我会用很慢的语速说：早……上……好……，希望你今天有一个美好的早上，一切都顺顺利利。",
+        "好的，现在用很快的语速再说一遍：早上好！希望你今天过得开心，一切都顺顺利利，天天快乐！",
+    ],
+    "sample-gaming-en": [
+        "Great, let us play the word chain game! You start with apple, which ends with the letter e, so my word is "
+        "elephant. Now it is your turn to continue.",
+        "Elephant ends with the letter t, so my turn again gives tiger. Tiger ends with r, so now it is your turn to "
+        "find a word that starts with r.",
+        "Yes, I can keep going! Tiger ends with r, so my next word is rabbit. Rabbit ends with t, so your next word "
+        "should start with the letter t.",
+    ],
+    "sample-emotion-en": [
+        "Wow, the weather is so nice today! The sun is shining, the sky is blue, and I am so excited to go outside and "
+        "enjoy every minute of this wonderful day!",
+        "Oh... the weather is nice today, I suppose... the same sentence, said in a sad voice, sounds like a sunny day "
+        "that I cannot enjoy at all, sadly.",
+    ],
+    "sample-language-zh": [
+        "你好世界翻译成英文是 Hello World，这是学习编程时最常见的第一句话，意思是向整个世界问好。",
+        "翻译成日语是こんにちは世界，读作 konnichiwa sekai，意思同样是你好世界，是很常用的问候。",
+    ],
+    "sample-language-en": [
+        "In Chinese, you say thank you as xie xie, written with two characters. It is pronounced like shyeh shyeh, and "
+        "people use it every day in Chinese conversation.",
+        "To say good night in Chinese, you say wan an, which literally means a peaceful evening. People often say it "
+        "to family members before they go to sleep at night.",
+    ],
+}
+STOP = {"with", "your", "this", "that", "what", "they", "them", "have", "from", "then", "there", "about", "again", "just"}
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def content_tokens(text: str) -> set[str]:
+    """English words of 4+ letters (not stop words) and Chinese character pairs."""
+    words = {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4 and w not in STOP}
+    han = "".join(CJK.findall(text))
+    return words | {han[i : i + 2] for i in range(len(han) - 1)}
+
+
+def length(text: str) -> int:
+    return len(re.findall(r"[A-Za-z]+", text)) + len(CJK.findall(text)) // 2
+
+
+def aware_grade(body: dict) -> tuple[str, object]:
+    metric = judge_fake.metric_of(body)
+    reply = judge_fake.quoted_reply(body)
+    latest = [t for t in judge_fake.conversation(body) if t["role"] == "user"][-1]["text"]
+    answers = bool(content_tokens(reply) & content_tokens(latest))
+    if metric in ("factuality", "relevance"):
+        return "verdict", "yes" if answers else "no"
+    return "score", min(5, 1 + length(reply) // 6) if answers else 1
+
+
+def _hash_grade(body: dict, seed: str) -> tuple[str, object]:
+    field = "verdict" if judge_fake.metric_of(body) in ("factuality", "relevance") else "score"
+    number = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
+    return field, ("yes", "no")[number % 2] if field == "verdict" else 1 + number % 5
+
+
+def blind_grade(body: dict) -> tuple[str, object]:
+    index = sum(t["role"] == "user" for t in judge_fake.conversation(body)) - 1
+    return _hash_grade(body, f"turn {index}")
+
+
+def random_grade(body: dict) -> tuple[str, object]:
+    return _hash_grade(body, json.dumps(body, sort_keys=True))
+
+
+GRADERS = {"aware": aware_grade, "blind-index": blind_grade, "random": random_grade}
+
+
+def judge(request: Request) -> Scripted:
+    body = request.json
+    field, value = GRADERS[body["model"]](body)
+    content = json.dumps({"rationale": f"{body['model']} fake judge", field: value})
+    return Scripted(json=judge_fake.completion(content, model=body["model"]))
+
+
+def write_replies(folder: Path) -> Path:
+    for cid, replies in REPLIES.items():
+        for turn, text in enumerate(replies):
+            (folder / cid).mkdir(parents=True, exist_ok=True)
+            shutil.copy(WAV, folder / cid / f"turn_{turn}.wav")
+            (folder / cid / f"turn_{turn}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def judge_overrides(server: FakeServer, model: str = "aware") -> list[str]:
+    return ["judge=openai_compatible", f"judge.base_url={server.url}/v1", f"judge.model={model}"]
+
+
+def build_run(root: Path, server: FakeServer) -> Path:
+    """Replay the sample through the recorded replies and judge them with the aware judge; the run folder."""
+    replies = write_replies(root / "replies")
+    overrides = [
+        "dataset=sample",
+        "model=recorded",
+        f"model.backend.folder={replies}",
+        "asr=none",
+        "metrics.signals.dnsmos=false",
+        "metrics.signals.speaker=false",
+        "metrics.signals.pitch=false",
+        "progress=false",
+        f"results_dir={root / 'results'}",
+        *judge_overrides(server),
+        "judge.reads=text",
+    ]
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return Path(pipeline.run(cfg))
