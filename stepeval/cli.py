@@ -49,6 +49,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "judges": ("aiolimiter", "speechmos", "librosa", "onnxruntime", "requests", "scipy"),
     "report": ("matplotlib", "jinja2", "tabulate"),
     "models": ("transformers", "tokenizers"),
+    "cluster": ("submitit", "hydra_plugins"),
     "validation": ("krippendorff", "sklearn", "scipy", "websockets"),
 }
 

@@ -12,10 +12,6 @@ from tests.conftest_runs import demo_runs  # noqa: F401  (session fixture: real 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: subprocess, browser or model-loading tests")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Extraction and model caches go to a temp folder, never the user's ~/.cache."""
@@ -28,7 +24,3 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: subprocess runs, browsers, model loads (deselect with -m 'not slow')")
