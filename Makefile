@@ -58,5 +58,9 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_replay.py $(BENCH_ARGS)
 
+# the README's demo table, regenerated from a real demo run (tests/test_pipeline.py checks it against a fresh one)
+readme-demo: eval
+	$(BIN)/python scripts/readme_demo.py results/sweeps/comparison.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

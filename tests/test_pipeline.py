@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+import scripts.readme_demo as readme_demo
 from stepeval.data import loader, sources
 from stepeval.store import RecordLog
 from tests.run_helpers import latest_view, only_run, stable_records, stepeval_run, summary
@@ -90,27 +91,25 @@ def test_failed_turns_are_recorded_run_goes_on_and_rerun_retries_only_them(tmp_p
     assert summary(run_dir)["metrics"]["duration_s"]["overall"]["missing"] == 0
 
 
-def test_demo_multirun_prints_comparison_of_control_systems(tmp_path: Path):
+def test_demo_multirun_prints_the_comparison_the_readme_shows(tmp_path: Path, repo: Path):
+    """`make eval`'s exact command: the four controls on the whole sample. The README's table must be what it prints
+    (regenerate it with `make readme-demo` when a change moves a number on purpose)."""
     result = stepeval_run(
-        tmp_path, "--multirun", "dataset=sample", "model=silence,noise,parrot,canned", "asr=whisper_base_offline", "limit=2"
+        tmp_path, "--multirun", "dataset=sample", "model=silence,noise,parrot,canned", "asr=whisper_base_offline", "judge=none"
     )
     assert result.returncode == 0, result.stderr
-    table = (tmp_path / "sweeps" / "comparison.md").read_text()
-    lines = table.splitlines()
-    models = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
-    assert sorted(models) == ["canned", "noise", "parrot", "silence"]
+    comparison = (tmp_path / "sweeps" / "comparison.md").read_text()
     assert "Comparison of 4 runs" in result.stdout
-    summaries = {m: summary(next(tmp_path.glob(f"sample-{m}-*"))) for m in models}
-    row = next(line for line in lines if line.startswith("| speech_detected |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
-    for model, cell in zip(models, cells, strict=True):
-        overall = summaries[model]["metrics"]["speech_detected"]["overall"]
-        assert cell == f"{overall['mean']:.3f} ({overall['scored']}/{overall['scored'] + overall['missing']})"
-    speech = {m: s["metrics"]["speech_detected"]["overall"]["mean"] for m, s in summaries.items()}
+    printed = readme_demo.table_lines(comparison)
+    assert readme_demo.readme_block((repo / "README.md").read_text()) == printed, "README demo table is stale: make readme-demo"
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")][1:] for line in printed[2:]}
+    models = [c.strip() for c in printed[0].strip("|").split("|")][1:]
+    assert models == ["silence", "noise", "parrot", "canned"]
+    speech = dict(zip(models, rows["speech_detected"], strict=True))
     # a sound pipeline ranks the controls: no speech from silence or noise, speech from parrot and canned
-    assert speech["silence"] == 0 and speech["noise"] == 0 and speech["parrot"] == 1 and speech["canned"] == 1
-    language = summaries["silence"]["metrics"]["language_match"]["overall"]
-    assert language["mean"] is None and language["scored"] == 0 and language["missing"] > 0  # unknown, not 0
+    assert speech["silence"].startswith("0.000") and speech["noise"].startswith("0.000")
+    assert speech["parrot"].startswith("1.000") and speech["canned"].startswith("1.000")
+    assert rows["language_match"][0].startswith("n/a (0/")  # silence: reply language unknown, not 0
 
 
 def test_transcript_history_refuses_turns_without_transcripts():
