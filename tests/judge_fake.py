@@ -109,10 +109,29 @@ def grade(body: dict) -> tuple[str, object]:
     return "score", min(5, 1 + int(seconds))
 
 
+SERVED = ("fake-judge", "fake-omni")  # the model names the fake judges answer to in /models
+
+
+def models_list(*ids: str) -> Scripted:
+    """``GET /v1/models`` as an OpenAI-compatible server answers it."""
+    return Scripted(json={"object": "list", "data": [{"id": i, "object": "model", "owned_by": "tests"} for i in ids]})
+
+
+def serving(fallback, *ids: str):
+    """``fallback`` for chat completions, and the judge pre-flight's ``GET /models`` listing ``ids``."""
+
+    def answer(request: Request) -> Scripted:
+        if request.method == "GET" and request.path.endswith("/models"):
+            return models_list(*ids)
+        return fallback(request)
+
+    return answer
+
+
 def judge(request: Request) -> Scripted:
     """The fallback that answers every judge request by its content (and the pre-flight GET /models)."""
     if request.method == "GET" and request.path.endswith("/models"):
-        return Scripted(json={"object": "list", "data": [{"id": "fake-judge", "object": "model", "owned_by": "tests"}]})
+        return models_list(*SERVED)
     field, value = grade(request.json)
     content = json.dumps({"rationale": f"fake judge read the request ({field})", field: value})
     return Scripted(json=completion(content))

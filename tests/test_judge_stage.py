@@ -23,6 +23,8 @@ from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
 from tests.run_helpers import latest_view
 
+CHAT = "/v1/chat/completions"  # judge calls (the pre-flight GET /v1/models is not one)
+
 pytestmark = pytest.mark.slow  # full pipeline runs with DNSMOS and speaker models
 
 TEXT_METRICS = ["factuality", "relevance", "chat_score", "instruction_following"]
@@ -80,7 +82,7 @@ def test_cli_run_adds_judge_columns_and_never_leaks_the_key(base_run: Path, tmp_
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
     assert done.returncode == 0, done.stderr
-    assert len(server.requests) == 4 * len(TEXT_METRICS)
+    assert len(server.requests_to(CHAT)) == 4 * len(TEXT_METRICS)
     assert all(r.headers.get("Authorization", r.headers.get("authorization")) == f"Bearer {secret}" for r in server.requests)
     (run,) = results.iterdir()
     summary = json.loads((latest_view(run) / "summary.json").read_text())
@@ -112,13 +114,13 @@ def test_editing_one_rubric_recomputes_only_its_metric(results: Path, tmp_path: 
         server.fallback = judge_fake.judge
         cfg = config(results, *judged(server, "judge.reads=text", f"judge.rubrics_dir={folder}"))
         pipeline.run(cfg)
-        assert len(server.requests) == 16
+        assert len(server.requests_to(CHAT)) == 16
         (run,) = results.iterdir()
         before = {m: (run / "records" / f"judge-{m}.jsonl").read_bytes() for m in TEXT_METRICS}
         path = folder / "relevance.v1.md"
         path.write_text(path.read_text().replace("Do not grade truth", "Never grade truth"))
         pipeline.run(cfg)
-        again = server.requests[16:]
+        again = server.requests_to(CHAT)[16:]
     assert len(again) == 4  # the four relevance items, nothing else
     assert all("Never grade truth" in r.json["messages"][0]["content"] for r in again)
     for metric in ("factuality", "chat_score", "instruction_following"):
@@ -135,11 +137,11 @@ def test_unparseable_replies_stay_unscored_and_counted(results: Path):
         return judge_fake.judge(request)
 
     with FakeServer() as server:
-        server.fallback = answer
+        server.fallback = judge_fake.serving(answer, "fake-judge")
         cfg = config(results, *judged(server, "judge.reads=text", "judge.metrics=[chat_score.v1,relevance.v1]"))
         root = pipeline.run(cfg).root
         pipeline.run(cfg)  # unparseable grades are kept, not asked again
-    assert len(server.requests) == 8
+    assert len(server.requests_to(CHAT)) == 8
     chat = records(root, "chat_score")
     assert [r["metrics"] for r in chat] == [{"chat_score": None}] * 4
     assert {r["missing"]["chat_score"] for r in chat} == {"unparseable judge reply"}
@@ -160,7 +162,7 @@ def test_failed_requests_are_retried_on_the_next_run(results: Path):
         pipeline.run(cfg)
     assert sorted(r["status"] for r in first) == ["failed", "failed", "ok", "ok"]
     assert all(r["metrics"]["factuality"] is None for r in first if r["status"] == "failed")
-    assert len(server.requests) == 6  # 4, then only the 2 failed ones again
+    assert len(server.requests_to(CHAT)) == 6  # 4, then only the 2 failed ones again
     assert [r["metrics"]["factuality"] for r in records(root, "factuality")] == [1.0] * 4
 
 
@@ -168,7 +170,7 @@ def test_no_transcript_to_read_is_missing_with_a_reason(results: Path):
     with FakeServer() as server:
         server.fallback = judge_fake.judge
         root = pipeline.run(config(results, *judged(server, "judge.reads=asr"))).root  # asr=none: nothing to read
-    assert server.requests == []
+    assert server.requests_to(CHAT) == []
     recs = records(root, "relevance")
     assert {r["missing"]["relevance"] for r in recs} == {"no ASR transcript of the reply: asr=none (judge.reads=asr)"}
     assert all(r["metrics"]["relevance"] is None and r["status"] == "no_input" for r in recs)
@@ -192,10 +194,10 @@ def test_listening_judge_hears_request_and_reply(results: Path):
     turns = [c for c in loader.load(sources.bundled_sample()).conversations[:2] for _ in c.turns]
     expected = len(turns) + sum(c.category in voice for c in turns)
     assert expected < 2 * len(turns)  # the first two sample conversations include a category voice control skips
-    assert len(server.requests) == expected
+    assert len(server.requests_to(CHAT)) == expected
     assert len(records(root, "voice_control")) == expected - len(turns)
     replays = {(r["conversation_id"], r["turn"]): r for r in iter_records(root / "records" / "replay.jsonl")}
-    for request in server.requests:
+    for request in server.requests_to(CHAT):
         (user_rate, _), (reply_rate, reply_s) = judge_fake.audio_parts(request.json)
         assert user_rate == reply_rate == 16000
         assert "<request>" in judge_fake.user_text(request.json)  # audio_user=both: transcript too

@@ -152,7 +152,8 @@ def test_no_planted_secret_reaches_any_file_or_output_of_a_run(tmp_path):
             "limit=3",
             timeout=300,
         )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]  # turns failed on purpose: the run says so
+    assert "replay: 3 failed" in done.stderr  # the problem lines are printed, and scrubbed like the rest
     replays = [json.loads(line) for p in tmp_path.rglob("replay.jsonl") for line in p.read_text().splitlines()]
     failed = [r for r in replays if r["status"] == "failed"]
     assert failed and all("invalid request to /v1/chat/completions?api_key=<redacted>" in r["error"] for r in failed)

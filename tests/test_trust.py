@@ -22,6 +22,8 @@ from tests import judge_fake
 from tests.http_fake import FakeServer, Scripted
 from tests.run_helpers import stepeval_run
 
+CHAT = "/v1/chat/completions"  # judge calls (the pre-flight GET /v1/models is not one)
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +50,7 @@ def fixed_score(value: str):
     def answer(request):
         return judge_fake.reply_with(json.dumps({"verdict": value, "rationale": "fixed"}))
 
-    return answer
+    return judge_fake.serving(answer, "judge-a", "judge-b")
 
 
 def _view_summary(folder: Path) -> dict:
@@ -121,16 +123,16 @@ def test_editing_a_rubric_and_reverting_it_costs_no_calls(tmp_path: Path):
     path = rubrics / "relevance.v1.md"
     original = path.read_text()
     with FakeServer() as server:
-        server.fallback = judge_fake.judge
+        server.fallback = judge_fake.serving(judge_fake.judge, "judge-a")
         cfg = config(tmp_path, "model=canned", "asr=none", "limit=2", *judged(server), f"judge.rubrics_dir={rubrics}")
         pipeline.run(cfg)
-        assert len(server.requests) == 4
+        assert len(server.requests_to(CHAT)) == 4
         path.write_text(original + "\nBe strict.\n")
         pipeline.run(cfg)
-        assert len(server.requests) == 8
+        assert len(server.requests_to(CHAT)) == 8
         path.write_text(original)
         pipeline.run(cfg)
-        assert len(server.requests) == 8  # the first version's verdicts are found again: no call
+        assert len(server.requests_to(CHAT)) == 8  # the first version's verdicts are found again: no call
 
 
 def test_a_failed_score_record_is_retried_on_the_next_run(tmp_path: Path):
@@ -205,7 +207,9 @@ def test_exit_status_for_an_empty_dataset(tmp_path: Path):
 
 def test_exit_status_for_a_judge_that_fails_every_item(tmp_path: Path):
     with FakeServer() as server:
-        server.fallback = lambda request: Scripted(status=500, json={"error": {"message": "overloaded"}})
+        server.fallback = judge_fake.serving(
+            lambda request: Scripted(status=500, json={"error": {"message": "overloaded"}}), "judge-a"
+        )
         result = stepeval_run(
             tmp_path, "dataset=sample", "model=canned", "asr=none", "limit=2", *judged(server), "judge.max_retries=0"
         )
@@ -219,7 +223,8 @@ def test_a_text_only_model_has_speech_metrics_not_applicable_in_process_and_over
     text_only = ["model.backend._target_=tests.broken_parts.TextOnly"]
     in_process = pipeline.run(config(tmp_path / "a", "model=canned", *text_only, "asr=none", "limit=1"))
     with FakeServer() as server:
-        server.fallback = lambda request: Scripted(json=openai_audio.completion(content="a text reply"))
+        reply = Scripted(json=openai_audio.completion(content="a text reply"))
+        server.fallback = judge_fake.serving(lambda request: reply, "texty")
         served = ["model=served", f"model.base_url={server.url}/v1", "model.name=texty", "model.modalities=[text]"]
         wire = pipeline.run(config(tmp_path / "b", *served, "asr=none", "limit=1"))
     for outcome in (in_process, wire):

@@ -131,6 +131,8 @@ GRADERS = {"aware": aware_grade, "blind-index": blind_grade, "random": random_gr
 
 
 def judge(request: Request) -> Scripted:
+    if request.method == "GET" and request.path.endswith("/models"):
+        return judge_fake.models_list(*GRADERS)
     body = request.json
     field, value = GRADERS[body["model"]](body)
     content = json.dumps({"rationale": f"{body['model']} fake judge", field: value})
@@ -169,4 +171,4 @@ def build_run(root: Path, server: FakeServer) -> Path:
     register_schemas()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return Path(pipeline.run(cfg))
+    return pipeline.run(cfg).root

@@ -20,13 +20,13 @@ from omegaconf import DictConfig
 from stepeval.applicability import Applicability
 from stepeval.judging import rubric as rubric_mod
 from stepeval.judging.audio_judge import USER_SIDES, audio_messages
+from stepeval.judging.configured import endpoint, judge_client
 from stepeval.judging.llm_judge import (
     INPUT_FORMAT,
     OPENAI_DEFAULT,
     JudgeClient,
     JudgeEndpointError,
     Prices,
-    Settings,
     Turn,
     Verdict,
     add_usage,
@@ -38,7 +38,7 @@ from stepeval.judging.rubric import Rubric
 from stepeval.records import AsrRecord, JudgeRecord, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, StageResult, StageStats, Unit, run_stage_async
 from stepeval.store import RunStore, fingerprint
-from stepeval.transport import Limits, RetryPolicy
+from stepeval.transport import Limits
 from stepeval.types import Conversation
 
 READS = ("asr", "text", "text_then_asr")
@@ -67,7 +67,7 @@ def _check(judge: DictConfig) -> list[Rubric]:
         raise ValueError(f"judge.concurrency must be >= 1, got {judge.concurrency}")
     rubrics = rubric_mod.load_all(rubric_mod.rubrics_dir(judge.rubrics_dir), [str(m) for m in judge.metrics])
     for modality in sorted({r.modality for r in rubrics}):
-        model, base_url = _endpoint(judge, modality)
+        model, base_url = endpoint(judge, modality)
         if not model:
             raise ValueError(f"judge={judge.name}: judge.{'audio_' if modality == 'audio' else ''}model is not set")
         if base_url is None and not judge.api_key:
@@ -78,14 +78,8 @@ def _check(judge: DictConfig) -> list[Rubric]:
     return rubrics
 
 
-def _endpoint(judge: DictConfig, modality: str) -> tuple[str | None, str | None]:
-    if modality == "audio":
-        return judge.audio_model or judge.model, judge.audio_base_url or judge.base_url
-    return judge.model, judge.base_url
-
-
 def _endpoint_info(judge: DictConfig, modality: str) -> dict:
-    model, base_url = _endpoint(judge, modality)
+    model, base_url = endpoint(judge, modality)
     return {"model": model, "base_url": base_url or OPENAI_DEFAULT}
 
 
@@ -119,24 +113,6 @@ def describe(judge: DictConfig) -> dict:
         }
     )
     return info
-
-
-def _client(judge: DictConfig, modality: str, limits: Limits) -> JudgeClient:
-    model, base_url = _endpoint(judge, modality)
-    settings = Settings(
-        temperature=judge.temperature,
-        seed=judge.seed,
-        samples=judge.samples,
-        structured_output=judge.structured_output,
-        max_tokens=judge.max_tokens,
-        timeout_s=judge.timeout_s,
-        queue_timeout_s=judge.queue_timeout_s,
-        max_waiting=judge.max_waiting,
-        stream=judge.stream,
-    )
-    policy = RetryPolicy(judge.max_retries, judge.backoff_base_s, judge.backoff_max_s, judge.retry_after_max_s)
-    prices = Prices(judge.price_input_per_mtok, judge.price_output_per_mtok, judge.price_audio_input_per_mtok)
-    return JudgeClient(str(model), base_url, judge.api_key, settings, policy, limits, prices)
 
 
 # --- what the judge reads -------------------------------------------------------------------
@@ -327,7 +303,7 @@ def clients_for(judge: DictConfig, rubrics: list[Rubric]) -> dict[str, JudgeClie
     for name in ("httpx", "httpx2"):  # the SDK's HTTP client logs one INFO line per call: it would drown the output
         logging.getLogger(name).setLevel(logging.WARNING)
     limits = Limits(judge.requests_per_minute, judge.tokens_per_minute)  # one budget for the judge account
-    return {m: _client(judge, m, limits) for m in sorted({r.modality for r in rubrics})}
+    return {m: judge_client(judge, m, limits) for m in sorted({r.modality for r in rubrics})}
 
 
 async def run_judges(

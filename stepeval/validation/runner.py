@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stepeval.judging.llm_judge import JudgeClient, Prices, Settings, add_usage, input_sha256
-from stepeval.judging.rate_limit import Limits, RetryPolicy
+from stepeval.judging.configured import judge_client
+from stepeval.judging.llm_judge import JudgeClient, add_usage, input_sha256
 from stepeval.judging.rubric import Rubric
 from stepeval.store import GroupCommitter, RecordLog, fingerprint
 from stepeval.validation.items import Item, judge_log
@@ -52,19 +52,7 @@ class Tally:
 
 def build_client(judge: DictConfig, seed_offset: int = 0) -> JudgeClient:
     """The text judge a judge config describes (``seed_offset`` shifts its seed: the self-consistency repeat)."""
-    seed = None if judge.seed is None else int(judge.seed) + seed_offset
-    settings = Settings(
-        temperature=judge.temperature,
-        seed=seed,
-        samples=judge.samples,
-        structured_output=judge.structured_output,
-        max_tokens=judge.max_tokens,
-        timeout_s=judge.timeout_s,
-    )
-    policy = RetryPolicy(judge.max_retries, judge.backoff_base_s, judge.backoff_max_s, judge.retry_after_max_s)
-    limits = Limits(judge.requests_per_minute, judge.tokens_per_minute)
-    prices = Prices(judge.price_input_per_mtok, judge.price_output_per_mtok, judge.price_audio_input_per_mtok)
-    return JudgeClient(str(judge.model), judge.base_url, judge.api_key, settings, policy, limits, prices)
+    return judge_client(judge, "text", seed_offset=seed_offset)
 
 
 def cache_path(run_dir: Path, metric: str) -> Path:

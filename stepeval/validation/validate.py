@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stepeval.config import SECRET_KEY, JudgeSchema, conf_dir, register_schemas
 from stepeval.judging import rubric as rubric_mod
-from stepeval.judging.rate_limit import JudgeEndpointError
+from stepeval.judging.llm_judge import JudgeEndpointError
 from stepeval.judging.rubric import Rubric
 from stepeval.reporting import validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
