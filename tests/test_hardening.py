@@ -1,0 +1,130 @@
+"""Careless and hostile inputs to `stepeval run`: keys validated by name, damaged user audio failing only its
+conversation, and a run that dies mid-judging saying so in its manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from hydra import compose, initialize_config_dir
+
+from stepeval import pipeline
+from stepeval.config import conf_dir, register_schemas
+from stepeval.data import sources
+from stepeval.judging.llm_judge import JudgeEndpointError
+from stepeval.store import RecordLog
+from tests import judge_fake
+from tests.http_fake import FakeServer, Scripted
+from tests.run_helpers import stepeval_run
+
+CHAT = "/v1/chat/completions"
+
+
+def config(results: Path, *overrides: str):
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=["progress=false", f"results_dir={results}", *overrides])
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("limit=0", "limit=0"),
+        ("limit=-2", "limit=-2"),
+        ("concurrency=0", "concurrency=0"),
+        ("concurrency=-1", "concurrency=-1"),
+        ("model.concurrency=0", "model.concurrency=0"),
+    ],
+)
+def test_counts_that_make_no_sense_are_refused_naming_the_key(tmp_path: Path, override: str, named: str):
+    with pytest.raises(ValueError, match=f"^{named}: must be"):
+        pipeline.run(config(tmp_path, "dataset=sample", "model=silence", "asr=none", override))
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_a_served_model_with_zero_concurrency_names_the_key_the_user_set(tmp_path: Path):
+    overrides = ["dataset=sample", "model=served", "model.base_url=http://127.0.0.1:9/v1", "model.name=x", "concurrency=0"]
+    with pytest.raises(ValueError, match=r"^concurrency=0: must be >= 1") as caught:
+        pipeline.run(config(tmp_path, *overrides))
+    assert "base_url.concurrency" not in str(caught.value)
+
+
+def _damaged_dataset(tmp_path: Path) -> tuple[Path, str, str]:
+    """The bundled sample as a local clone with one garbage user WAV and one WAV holding NaN samples."""
+    files = sources.bundled_sample()
+    folder, unpacked = tmp_path / "dataset", tmp_path / "unpacked"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(files.parquet[0], folder / "data" / "train.parquet")
+    with tarfile.open(files.archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    frame = pd.read_parquet(files.parquet[0])
+    garbage_conv, nan_conv = frame["conversation_id"][1], frame["conversation_id"][2]
+    garbage = unpacked / frame["turns"][1][0]["audio"]
+    garbage.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    nan = unpacked / frame["turns"][2][0]["audio"]
+    samples, rate = sf.read(nan, dtype="float32")
+    samples[len(samples) // 2] = np.nan
+    sf.write(nan, samples, rate, subtype="FLOAT")
+    with tarfile.open(folder / "audios.tar.gz", "w:gz") as tar:
+        for member in sorted(unpacked.rglob("*")):
+            tar.add(member, arcname=str(member.relative_to(unpacked)), recursive=False)
+    return folder, garbage_conv, nan_conv
+
+
+@pytest.mark.slow
+def test_damaged_user_audio_fails_its_conversation_and_the_rest_of_the_run_goes_on(tmp_path: Path):
+    folder, garbage_conv, nan_conv = _damaged_dataset(tmp_path)
+    local = ["dataset=stepeval360", "dataset.source=local", f"dataset.local_dir={folder}", "model=parrot", "asr=none"]
+    result = stepeval_run(tmp_path / "results", *local, "limit=4")
+    assert result.returncode == 1
+    (run,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    records = RecordLog(run / "records" / "replay.jsonl").load()
+    assert records[(garbage_conv, 0)]["status"] == "failed" and "user audio unusable" in records[(garbage_conv, 0)]["error"]
+    assert "non-finite" in records[(nan_conv, 0)]["error"] or "NaN" in records[(nan_conv, 0)]["error"]
+    for conv in (garbage_conv, nan_conv):
+        later = [r for key, r in records.items() if key[0] == conv and key[1] > 0]
+        assert all(r["status"] == "skipped" for r in later)
+        assert not (run / "audio" / conv).exists()  # nothing was sent, so the parrot said nothing back
+    ok = [r for key, r in records.items() if key[0] not in (garbage_conv, nan_conv)]
+    assert ok and all(r["status"] == "ok" for r in ok)
+    again = stepeval_run(tmp_path / "results", *local, "limit=4")  # a rerun retries them, and goes on past them
+    assert again.returncode == 1 and "replay: " in again.stdout
+
+
+@pytest.mark.slow
+def test_a_run_that_dies_mid_judging_marks_its_manifest_failed(tmp_path: Path):
+    calls = {"n": 0}
+
+    def answer(request):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            return Scripted(status=401, json={"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+        return judge_fake.judge(request)
+
+    with FakeServer() as server:
+        server.fallback = judge_fake.serving(answer, "fake-judge")
+        overrides = [
+            "dataset=sample",
+            "model=canned",
+            "asr=none",
+            "limit=2",
+            "judge=openai_compatible",
+            f"judge.base_url={server.url}/v1",
+            "judge.model=fake-judge",
+            "judge.reads=text",
+            "judge.concurrency=1",
+            "judge.metrics=[relevance.v1]",
+        ]
+        with pytest.raises(JudgeEndpointError, match="401"):
+            pipeline.run(config(tmp_path, *overrides))
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "401" in manifest["error"]
+    assert manifest["sessions"][-1]["error"] == manifest["error"]
+    assert len(RecordLog(run / "records" / "judge-relevance.jsonl").load_all()) == 2  # what was judged is kept
