@@ -57,6 +57,7 @@ class ColumnsSchema:
 @dataclass
 class DatasetSchema:
     name: str = MISSING
+    benchmark: str | None = None  # which published benchmark this is (stepeval360: the paper's reference rows apply)
     source: Source = Source.hub
     repo_id: str | None = None
     revision: str | None = None

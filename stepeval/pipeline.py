@@ -46,6 +46,7 @@ EXTRA_HINT = {
 
 
 ADDED_DATASET_KEYS = ("split",)
+LABEL_DATASET_KEYS = ("cache_dir", "benchmark")  # where files go, what the set is called: not what the replies depend on
 
 
 @dataclass
@@ -77,7 +78,9 @@ def run_name_for(cfg: DictConfig) -> str:
         return str(cfg.run_name)
     plain = to_container(cfg)
     # keys added after runs existed count only when set, so earlier runs keep their names (and resume)
-    dataset = {k: v for k, v in plain["dataset"].items() if k != "cache_dir" and not (k in ADDED_DATASET_KEYS and v is None)}
+    dataset = {
+        k: v for k, v in plain["dataset"].items() if k not in LABEL_DATASET_KEYS and not (k in ADDED_DATASET_KEYS and v is None)
+    }
     model = model_identity(plain["model"])  # no endpoints, keys or timeouts: replicas must not change the run
     digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
     return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"

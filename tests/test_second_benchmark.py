@@ -52,3 +52,17 @@ def test_run_second_benchmark_end_to_end(tmp_path: Path):
     assert manifest["dataset"]["turns"] == 4
     for category in ("arithmetic", "translation", "word games"):
         assert f"| {category} |" in result.stdout
+    # StepEval-Audio-360's rules and reference rows are that benchmark's, not every run's
+    assert manifest["config"]["metrics"]["name"] == "all" and manifest["config"]["dataset"]["benchmark"] is None
+    assert "matches no category" not in result.stderr
+    page = tmp_path / "report.html"
+    report = subprocess.run(
+        [sys.executable, "-m", "stepeval.cli", "report", str(run), "--out", str(page), "--no-audio"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert report.returncode == 0, report.stderr
+    html = page.read_text()
+    assert "reported, not reproduced" not in html and "Table 5 layout" not in html

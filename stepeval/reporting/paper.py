@@ -37,6 +37,7 @@ class Reference:
     category: str | None = None  # Table 7 rows are per category
 
 
+BENCHMARK = "stepeval360"  # the dataset configs' `benchmark` value these reference tables belong to
 TABLE5_COLUMNS = (
     Column("Factuality %", ("factuality",), percent=True),
     Column("Relevance %", ("relevance",), percent=True),

@@ -229,6 +229,8 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         undefined=jinja2.StrictUndefined,
     )
     notes = [*run.summary.get("notes", []), *([dataset_note] if dataset_note else [])]
+    # the paper's reference rows belong to StepEval-Audio-360 runs (its dataset config says benchmark: stepeval360)
+    paper_layout = ((run.manifest.get("config") or {}).get("dataset") or {}).get("benchmark", paper.BENCHMARK) == paper.BENCHMARK
     html = env.get_template("report.html.j2").render(
         run=run,
         manifest=run.manifest,
@@ -236,8 +238,9 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         summary=run.summary,
         rows=metric_rows(table, run),
         categories=table["categories"],
-        table5=paper.table5_rows([run], seed=seed, resamples=resamples).to_dict("records"),
-        table7=paper.table7_rows(run, seed=seed, resamples=resamples).to_dict("records"),
+        paper_layout=paper_layout,
+        table5=paper.table5_rows([run], seed=seed, resamples=resamples).to_dict("records") if paper_layout else [],
+        table7=paper.table7_rows(run, seed=seed, resamples=resamples).to_dict("records") if paper_layout else [],
         table5_columns=[c.title for c in paper.TABLE5_COLUMNS],
         table7_columns=[c.title for c in paper.TABLE7_COLUMNS],
         radar=png_uri(radar_path),
