@@ -16,7 +16,7 @@ from stepeval.transport import check_models
 
 # model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
 # so adding a replica, rotating a key or raising a timeout resumes the same run
-TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream")
+TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream", "launch")
 
 
 def uses_wire(model: DictConfig) -> bool:
