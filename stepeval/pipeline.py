@@ -153,7 +153,9 @@ def _unavailable_warnings(cfg: DictConfig) -> list[str]:
     out = []
     for name, why in signals.identity(options)["unavailable"].items():
         if why:
-            out.append(f"{name.upper() if name != 'speaker' else 'speaker consistency'} unavailable: {why} ({EXTRA_HINT[name]})")
+            label = "speaker consistency" if name == "speaker" else name.upper()
+            line = why if "unavailable" in why else f"{label} unavailable: {why}"
+            out.append(line if "pip install" in line else f"{line} ({EXTRA_HINT[name]})")
     return out
 
 

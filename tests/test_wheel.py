@@ -161,11 +161,21 @@ def test_wheel_runs_from_a_fresh_venv_outside_the_checkout(venv: dict):
     assert "silence" in model_line and "parrot*" in model_line
 
     results = venv["base"] / "results"
-    run = ok(sh(venv, stepeval, "run", "dataset=sample", "model=silence", "asr=none", f"results_dir={results}", "progress=false"))
+    run = sh(venv, stepeval, "run", "dataset=sample", "model=silence", "asr=none", f"results_dir={results}", "progress=false")
+    # the default metrics config asks for DNSMOS and speaker consistency, which the core install cannot compute:
+    # the run completes, announces each at the start and in the table, and exits 1 (allow_failures=true accepts it)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert "warning: DNSMOS unavailable" in run.stderr and "pip install 'stepeval[judges]'" in run.stderr
     assert "picked_up_by_accident" not in run.stdout + run.stderr
     (run_dir,) = [p.parent for p in results.glob("*/manifest.json")]
-    for name in ("summary.json", "table.md", "records/replay.jsonl", "records/score.jsonl"):
+    (view,) = (run_dir / "views").iterdir()
+    assert "DNSMOS unavailable" in (view / "table.md").read_text()
+    for name in ("views/" + view.name + "/summary.json", "records/replay.jsonl", "records/score.jsonl"):
         assert (run_dir / name).is_file(), name
+    accepted = sh(
+        venv, stepeval, "run", "dataset=sample", "model=silence", "asr=none", f"results_dir={results}", "allow_failures=true"
+    )
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert len(list((run_dir / "audio").rglob("*.wav"))) == 22  # the bundled sample has 22 user turns
 
     one_line_extra(sh(venv, stepeval, "report", run_dir), "report", "report")
@@ -176,7 +186,7 @@ def test_wheel_runs_from_a_fresh_venv_outside_the_checkout(venv: dict):
 
     # a speaking model with the core install: model-based signals are missing with the extra to install, not 0
     spoken = venv["base"] / "spoken"
-    ok(sh(venv, stepeval, "run", "dataset=sample", "model=canned", "asr=none", f"results_dir={spoken}", "progress=false"))
+    sh(venv, stepeval, "run", "dataset=sample", "model=canned", "asr=none", f"results_dir={spoken}", "allow_failures=true")
     (score_log,) = spoken.glob("*/records/score.jsonl")
     first = json.loads(score_log.read_text().splitlines()[0])
     assert first["metrics"]["dnsmos_ovrl"] is None and "stepeval[judges]" in first["missing"]["dnsmos_ovrl"]
