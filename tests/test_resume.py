@@ -13,6 +13,8 @@ import pytest
 
 from tests.run_helpers import only_run, run_command, stable_records, stepeval_run, summary
 
+pytestmark = pytest.mark.slow  # SIGKILL of real subprocess runs
+
 
 def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
@@ -62,7 +64,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path: Path, scenario: 
 
     resumed = stepeval_run(interrupted, *overrides)
     assert resumed.returncode == 0, resumed.stderr
-    stage = "replay" if log_name == "replay.jsonl" else "transcribe"
+    stage = "replay" if log_name == "replay.jsonl" else "asr"
     reused = int(next(line for line in resumed.stdout.splitlines() if line.startswith(f"{stage}:")).split()[3])
     assert reused >= kept - 1  # at most the record being written when killed is lost
 
@@ -86,7 +88,7 @@ def test_second_run_reuses_everything_and_repeats_the_summary(tmp_path: Path):
     second = stepeval_run(tmp_path, *overrides)
     assert second.returncode == 0, second.stderr
     turns = before["turns"]["total"]
-    for stage in ("replay", "transcribe", "score"):
+    for stage in ("replay", "asr", "score"):
         assert f"{stage}: {turns} records: {turns} reused, 0 computed" in second.stdout
     assert summary(run_dir) == before
     manifest = (run_dir / "manifest.json").read_text()
