@@ -104,10 +104,13 @@ def set_torch_threads() -> None:
 
 
 def onnx_session_options():
-    """ONNX Runtime options for a scorer session: its thread share, no busy-waiting between runs."""
+    """ONNX Runtime options for a scorer session: its thread share, no busy-waiting between runs, and no
+    memory arena (DNSMOS's arena kept ~180 MB of peak RSS for inputs of a few hundred kB; same outputs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     options.intra_op_num_threads = _current.scoring_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -49,8 +49,21 @@ def build(
     return messages
 
 
-# id(array) -> (weak reference to it, sample rate, base64 WAV); an entry leaves when its array dies
-_ENCODED: dict[int, tuple[weakref.ref, int, str]] = {}
+# id(array) -> (weak reference to it, sample rate, {form: encoding}); an entry leaves when its array dies
+_ENCODED: dict[int, tuple[weakref.ref, int, dict[str, str | bytes]]] = {}
+
+
+def _remembered(audio: np.ndarray, rate: int) -> dict[str, str | bytes] | None:
+    """The encodings kept for this clip (None: it may change, so nothing is kept)."""
+    if not isinstance(audio, np.ndarray) or audio.flags.writeable:
+        return None
+    key = id(audio)
+    hit = _ENCODED.get(key)
+    if hit is not None and hit[0]() is audio and hit[1] == rate:
+        return hit[2]
+    forms: dict[str, str | bytes] = {}
+    _ENCODED[key] = (weakref.ref(audio, lambda _ref, key=key: _ENCODED.pop(key, None)), rate, forms)
+    return forms
 
 
 def wav_base64(audio: np.ndarray, rate: int) -> str:
@@ -61,14 +74,22 @@ def wav_base64(audio: np.ndarray, rate: int) -> str:
     Only read-only arrays are remembered (the replay stage makes the clips it reads read-only), so a
     clip cannot change after it was encoded; anything else is encoded each time, as before.
     """
-    key = id(audio)
-    hit = _ENCODED.get(key)
-    if hit is not None and hit[0]() is audio and hit[1] == rate:
-        return hit[2]
-    data = audio_io.to_base64_wav(audio, rate)
-    if isinstance(audio, np.ndarray) and not audio.flags.writeable:
-        _ENCODED[key] = (weakref.ref(audio, lambda _ref, key=key: _ENCODED.pop(key, None)), rate, data)
-    return data
+    forms = _remembered(audio, rate)
+    if forms is None:
+        return audio_io.to_base64_wav(audio, rate)
+    if "base64" not in forms:
+        forms["base64"] = audio_io.to_base64_wav(audio, rate)
+    return forms["base64"]
+
+
+def wav_base64_json(audio: np.ndarray, rate: int) -> bytes:
+    """``wav_base64`` as a JSON string literal (quotes included: base64 needs no escaping), kept like it."""
+    forms = _remembered(audio, rate)
+    if forms is None:
+        return b'"' + audio_io.to_base64_wav(audio, rate).encode("ascii") + b'"'
+    if "json" not in forms:
+        forms["json"] = b'"' + wav_base64(audio, rate).encode("ascii") + b'"'
+    return forms["json"]
 
 
 def frozen(audio: np.ndarray) -> np.ndarray:

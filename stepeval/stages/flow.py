@@ -112,10 +112,14 @@ async def run(flow: Flow, store: RunStore, conversations: Sequence[Conversation]
         planned = judges.planner(
             conv, replay_run.current, asr_run.current if asr_run else None, user_run.current if user_run else None
         )
-        try:
-            await asyncio.gather(*(jr.submit(u) for jr in judge_runs for u in planned.get(_metric(jr), [])))
-        except JudgeEndpointError as err:
-            judge_failure.append(err)
+        done = await asyncio.gather(
+            *(jr.submit(u) for jr in judge_runs for u in planned.get(_metric(jr), [])), return_exceptions=True
+        )
+        for outcome in done:
+            if isinstance(outcome, JudgeEndpointError):
+                judge_failure.append(outcome)  # later conversations are not judged; the other stages finish
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
     async def conversation(conv: Conversation) -> None:
         user_tasks = []
