@@ -17,7 +17,7 @@ ARGS ?=
 # CPU torch for the tests' tiny in-process models (a GPU machine installs its own build instead)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps eval test lint format clean regress bench
+.PHONY: setup system-deps eval test lint format clean regress bench bench-e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ regress: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_replay.py $(BENCH_ARGS)
+
+# end to end (replay + real whisper base ASR + scorers, overlapped) on 40 conversations at 2 s per turn (docs/performance.md):
+#   make bench-e2e E2E_ARGS="--sequential"
+E2E_ARGS ?=
+bench-e2e: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_e2e.py $(E2E_ARGS)
 
 # the README's demo table, regenerated from a real demo run (tests/test_pipeline.py checks it against a fresh one)
 readme-demo: eval

@@ -36,14 +36,20 @@ from stepeval.store import RunStore  # noqa: E402
 from stepeval.types import Conversation, UserTurn  # noqa: E402
 
 
-def _serve(port: int, latency: float) -> None:
+def _serve(port: int, latency: float, reply_wav: str | None = None) -> None:
     """A bare asyncio HTTP/1.1 server (keep-alive, Content-Length bodies): as cheap as a server can be, so the
-    figures measure the harness, not a Python web framework parsing 100 kB of base64 per request."""
+    figures measure the harness, not a Python web framework parsing 100 kB of base64 per request. It answers
+    every turn with one second of a 220 Hz tone, or with the WAV file ``reply_wav`` (real speech, for ASR)."""
     t = np.arange(24000) / 24000
     now = int(time.time())
+    if reply_wav:
+        samples, rate = audio_io.read(reply_wav)
+        data = audio_io.to_base64_wav(samples, rate)
+    else:
+        data = audio_io.to_base64_wav((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 24000)
     audio = {
         "id": "audio_bench",
-        "data": audio_io.to_base64_wav((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 24000),
+        "data": data,
         "expires_at": now + 3600,
         "transcript": "A fixed reply.",
     }
@@ -109,10 +115,14 @@ def _wait_up(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"bench server on port {port} did not come up")
 
 
-def _conversations(folder: Path, n: int, turns: int) -> list[Conversation]:
+def _conversations(folder: Path, n: int, turns: int, clips: list[Path] | None = None) -> list[Conversation]:
+    """``n`` conversations of ``turns`` user turns: one second of a tone per turn, or the given real clips in turn."""
     t = np.arange(16000) / 16000
     paths = []
-    for k in range(turns):  # one second of audio per user turn, shared across conversations (content is irrelevant here)
+    for k in range(turns):  # shared across conversations (content is irrelevant here; each conversation reads its own copy)
+        if clips:
+            paths.append(clips[k % len(clips)])
+            continue
         path = folder / f"user_turn_{k}.wav"
         audio_io.write_wav_atomic(path, (0.2 * np.sin(2 * np.pi * (180 + 40 * k) * t)).astype(np.float32), 16000)
         paths.append(path)
@@ -122,21 +132,34 @@ def _conversations(folder: Path, n: int, turns: int) -> list[Conversation]:
     ]
 
 
-def replay(url: str, conversations: list[Conversation], concurrency: int, folder: Path) -> tuple[float, float, int]:
+def sample_clips() -> list[Path]:
+    """The bundled sample's user clips (espeak-ng speech, 16 kHz), extracted to the cache."""
+    from stepeval.data import loader
+
+    dataset = loader.load_configured({"name": "sample", "source": "sample"})
+    return [turn.audio_path for conv in dataset.conversations for turn in conv.turns]
+
+
+def replay(
+    url: str, conversations: list[Conversation], concurrency: int, folder: Path, transport: str = "sdk"
+) -> tuple[float, float, int]:
     """(wall seconds, harness CPU seconds, failed turns) for one replay into a fresh run store."""
-    wire = WireClient([Endpoint(0, url, None, concurrency, 60.0)], WireSettings(wire_model="bench", max_retries=0))
+    client = WireClient
+    if transport == "fast":
+        from stepeval.client.fast_http import FastWireClient as client
+    wire = client([Endpoint(0, url, None, concurrency, 60.0)], WireSettings(wire_model="bench", max_retries=0))
     with RunStore(folder) as store:
         stage = ReplayStage(wire, store, ReplaySettings("bench", concurrency=concurrency), conversations)
 
         async def go():
             try:
-                return (await run_stage_async(stage, store, progress=False)).stats
+                return await run_stage_async(stage, store, progress=False)
             finally:
                 await wire.aclose()
 
         cpu, wall = time.process_time(), time.perf_counter()
-        stats = asyncio.run(go())
-        return time.perf_counter() - wall, time.process_time() - cpu, stats.failed
+        result = asyncio.run(go())
+        return time.perf_counter() - wall, time.process_time() - cpu, result.stats.failed + result.stats.skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sequential-conversations", type=int, default=2, help="measured one at a time, then scaled")
     parser.add_argument("--store-dir", default=None, help="where the temp run store goes (default: the system temp dir)")
+    parser.add_argument(
+        "--transport",
+        choices=("sdk", "fast"),
+        default="sdk",
+        help="sdk: the wire client as `stepeval run` uses it (openai SDK); fast: client.fast_http (aiohttp, clips encoded once)",
+    )
+    parser.add_argument(
+        "--real-clips", action="store_true", help="user turns are the bundled sample's speech clips (not one-second tones)"
+    )
     args = parser.parse_args(argv)
     n, concurrency = args.conversations, args.concurrency or args.conversations
 
@@ -164,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/v1"
         with tempfile.TemporaryDirectory(prefix="stepeval-bench-", dir=args.store_dir) as tmp:
             root = Path(tmp)
-            conversations = _conversations(root, n, args.turns)
-            replay(url, conversations[:2], 2, root / "warmup")  # imports, first connections
-            wall, cpu, failed = replay(url, conversations, concurrency, root / "parallel")
+            conversations = _conversations(root, n, args.turns, sample_clips() if args.real_clips else None)
+            replay(url, conversations[:2], 2, root / "warmup", args.transport)  # imports, first connections
+            wall, cpu, failed = replay(url, conversations, concurrency, root / "parallel", args.transport)
             seq_n = min(args.sequential_conversations, n)
-            seq_wall, _, seq_failed = replay(url, conversations[:seq_n], 1, root / "sequential")
+            seq_wall, _, seq_failed = replay(url, conversations[:seq_n], 1, root / "sequential", args.transport)
     finally:
         server.terminate()
         server.join(10)
@@ -179,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "conversations": n,
         "turns_per_conversation": args.turns,
+        "user_clips": "bundled sample speech" if args.real_clips else "1 s tones",
+        "transport": args.transport,
         "in_flight": concurrency,
         "latency_s": args.latency,
         "failed_turns": failed + seq_failed,

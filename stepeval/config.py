@@ -211,6 +211,17 @@ class MetricsSchema:
 
 
 @dataclass
+class WorkersSchema:
+    """How the stages share the machine (stepeval.threads, docs/performance.md); no result depends on it."""
+
+    overlap: bool = True  # transcribe, score and judge each reply while replay goes on; false: one stage after another
+    asr: int | None = None  # transcriptions at once (null: from the cores; the engine's num_workers wins)
+    asr_threads: int | None = None  # CTranslate2 threads per transcription (null: from the cores; cpu_threads wins)
+    scoring: int | None = None  # conversations scored at once (null: from the cores)
+    scoring_threads: int | None = None  # torch / ONNX Runtime threads per scorer (null: 1)
+
+
+@dataclass
 class RunSchema:
     dataset: DatasetSchema = MISSING
     model: ModelSchema = MISSING
@@ -225,6 +236,7 @@ class RunSchema:
     limit: int | None = None
     progress: bool = True
     allow_failures: bool = False  # exit 0 although records failed or a metric could not run
+    workers: WorkersSchema = field(default_factory=WorkersSchema)
 
 
 def register_schemas() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from stepeval import __version__, secrets, views
+from stepeval import __version__, secrets, threads, views
 from stepeval import audio as audio_io
 from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
@@ -31,6 +31,7 @@ from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.secrets import scrub
 from stepeval.signals import scoring as signals
+from stepeval.stages import flow as stage_flow
 from stepeval.stages import judge as judge_stage
 from stepeval.stages.base import StageResult, StageStats, run_stage, run_stage_async
 from stepeval.stages.replay import ReplaySettings, ReplayStage
@@ -61,6 +62,8 @@ class Prepared:
     applicability: Applicability
     dataset_conversations: int  # before ``limit``: a view of fewer is a subset
     warnings: list[str] = field(default_factory=list)
+    busy_s: dict[str, float] = field(default_factory=dict)  # overlapped stages: each one's busy time (benchmarks)
+    wall_s: float | None = None  # overlapped stages: their wall time together
 
 
 @dataclass
@@ -193,12 +196,22 @@ def run(cfg: DictConfig) -> RunOutcome:
 
 
 def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, StageResult]:
-    """The stages in order; each reads the records the previous ones made current."""
+    """Every stage: overlapped (``workers.overlap``, the default: ``stages.flow``) or one after
+    another, each reading the records the previous ones made current. Same records either way."""
     cfg = prepared.cfg
-    progress = bool(cfg.progress)
     conversations = prepared.dataset.conversations
-    results: dict[str, StageResult] = {}
-
+    workers = cfg.get("workers") or {}
+    overlap = bool(workers.get("overlap", True))
+    plan = threads.configure(
+        threads.plan(
+            asr_on_gpu=bool(getattr(prepared.asr, "on_gpu", False)),
+            overlap=overlap,
+            asr_workers=workers.get("asr"),
+            asr_threads=workers.get("asr_threads"),
+            scoring_workers=workers.get("scoring"),
+            scoring_threads=workers.get("scoring_threads"),
+        )
+    )
     settings = ReplaySettings(
         model_fingerprint=fingerprint(prepared.responder.describe(), to_container(cfg.model).get("backend")),
         history=cfg.history.value,
@@ -206,14 +219,81 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
     )
+    replay = ReplayStage(prepared.responder, store, settings, conversations)
+    options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
 
-    async def replay() -> StageResult:
+    def score(replays, transcripts) -> ScoreStage:
+        return ScoreStage(store.root, replays, transcripts, options, concurrency=plan.scoring_workers)
+
+    judge = cfg.judge
+    judging = judge_stage.enabled(judge)
+    rubrics = judge_stage.rubrics_for(judge) if judging else []
+    clients = judge_stage.clients_for(judge, rubrics) if judging else {}
+    judges = [judge_stage.JudgeStage(r, clients[r.modality], [], judge.concurrency) for r in rubrics]
+
+    if overlap:
+        results = _overlapped(prepared, store, replay, score, judges, clients)
+    else:
+        results = _one_after_another(prepared, store, replay, score, judges, clients)
+    if judging:
+        session: dict = {}
+        for stage in judges:
+            add_usage(session, stage.session_usage)
+        judged = [results[stage.name] for stage in judges]
+        manifest.setdefault("judge", judge_stage.describe(judge))["usage"] = judge_stage.usage_summary(judged, session, judge)
+    return results
+
+
+def _plan_judges(prepared: Prepared, store: RunStore, clients: dict, conversations, replays, transcripts, user_transcripts):
+    judge = prepared.cfg.judge
+    rubrics = judge_stage.rubrics_for(judge)
+    return judge_stage.plan(
+        judge, conversations, replays, transcripts, user_transcripts, rubrics, clients, prepared.applicability, store.root
+    )
+
+
+def _overlapped(prepared, store, replay, score, judges, clients) -> dict[str, StageResult]:
+    asr = prepared.asr
+    flow = stage_flow.Flow(
+        replay=replay,
+        score_factory=score,
+        asr=ReplyAsrStage(asr, store.root, {}) if asr is not None else None,
+        user_asr=UserAsrStage(asr, prepared.dataset.conversations) if asr is not None and judges else None,
+    )
+    if judges:
+        planner_clients = clients
+
+        def planner(conv, replays, transcripts, user_transcripts):
+            return _plan_judges(prepared, store, planner_clients, [conv], replays, transcripts, user_transcripts)
+
+        preflight = [p for c in clients.values() if (p := getattr(c, "preflight", None)) is not None]
+        flow.judges = stage_flow.Judges(judges, planner, prepared.cfg.judge.concurrency, preflight)
+
+    async def go() -> dict[str, StageResult]:
         try:
-            return await run_stage_async(ReplayStage(prepared.responder, store, settings, conversations), store, progress)
+            return await stage_flow.run(flow, store, prepared.dataset.conversations, bool(prepared.cfg.progress))
+        finally:
+            await prepared.responder.aclose()  # in the loop its connections were opened in
+            for client in clients.values():
+                await client.aclose()
+
+    results = asyncio.run(go())
+    prepared.busy_s, prepared.wall_s = flow.busy_s, flow.wall_s
+    return results
+
+
+def _one_after_another(prepared, store, replay, score, judges, clients) -> dict[str, StageResult]:
+    progress = bool(prepared.cfg.progress)
+    conversations = prepared.dataset.conversations
+    results: dict[str, StageResult] = {}
+
+    async def run_replay() -> StageResult:
+        try:
+            return await run_stage_async(replay, store, progress)
         finally:
             await prepared.responder.aclose()  # in the loop its connections were opened in
 
-    results["replay"] = asyncio.run(replay())
+    results["replay"] = asyncio.run(run_replay())
     replays = results["replay"].current
 
     transcripts = user_transcripts = None
@@ -222,28 +302,18 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         transcripts = results["asr"].current
     else:
         results["asr"] = StageResult(StageStats("asr"), {})
+    results["score"] = run_stage(score(replays, transcripts), store, progress)
 
-    options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
-    results["score"] = run_stage(ScoreStage(store.root, replays, transcripts, options), store, progress)
-
-    judge = cfg.judge
-    if judge_stage.enabled(judge):
+    if judges:
         if prepared.asr is not None:
             results["user_asr"] = run_stage(UserAsrStage(prepared.asr, conversations), store, progress)
             user_transcripts = results["user_asr"].current
-        rubrics = judge_stage.rubrics_for(judge)
-        clients = judge_stage.clients_for(judge, rubrics)
-        units = judge_stage.plan(
-            judge, conversations, replays, transcripts, user_transcripts, rubrics, clients, prepared.applicability, store.root
-        )
-        stages = [judge_stage.JudgeStage(r, clients[r.modality], units[r.metric], judge.concurrency) for r in rubrics]
-        judged = asyncio.run(judge_stage.run_judges(judge, stages, clients, store, progress))
-        for stage, result in zip(stages, judged, strict=True):
+        units = _plan_judges(prepared, store, clients, conversations, replays, transcripts, user_transcripts)
+        for stage in judges:
+            stage.set_units(units[stage.rubric.metric])
+        judged = asyncio.run(judge_stage.run_judges(prepared.cfg.judge, judges, clients, store, progress))
+        for stage, result in zip(judges, judged, strict=True):
             results[stage.name] = result
-        session: dict = {}
-        for stage in stages:
-            add_usage(session, stage.session_usage)
-        manifest.setdefault("judge", judge_stage.describe(judge))["usage"] = judge_stage.usage_summary(judged, session, judge)
     return results
 
 

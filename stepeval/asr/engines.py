@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from stepeval import audio as audio_io
+from stepeval import threads
 
 ASR_RATE = 16000
 
@@ -37,7 +40,14 @@ class AsrEngine(Protocol):
 
 class WhisperASR:
     """faster-whisper. ``model`` is a size/hub id (``large-v3``: downloaded by faster-whisper as
-    usual), a local CTranslate2 folder, or ``packaged:whisper-base`` (offline, from PyPI)."""
+    usual), a local CTranslate2 folder, or ``packaged:whisper-base`` (offline, from PyPI).
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (CUDA where CTranslate2 sees a GPU). ``cpu_threads`` and
+    ``num_workers`` (CTranslate2 threads per call, calls in parallel): 0 lets ``stepeval.threads``
+    choose them from the cores and what else runs. ``batch_size`` > 0 uses faster-whisper's batched
+    pipeline (the clip's speech segments decoded as one batch: a GPU's throughput on long replies);
+    its segmentation differs from the sequential decoder's, so it is part of the identity.
+    """
 
     def __init__(
         self,
@@ -49,15 +59,32 @@ class WhisperASR:
         vad_filter: bool = True,
         max_new_tokens: int | None = 224,
         language: str | None = None,
+        num_workers: int = 0,
+        batch_size: int = 0,
     ):
         self.model = model
         self.device, self.compute_type, self.cpu_threads = device, compute_type, cpu_threads
+        self.num_workers, self.batch_size = num_workers, batch_size
         self.beam_size, self.vad_filter, self.max_new_tokens, self.language = (
             beam_size,
             vad_filter,
             max_new_tokens,
             language,
         )
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether transcription runs on a GPU (``auto`` asks CTranslate2, which needs no model load)."""
+        if self.device == "cuda":
+            return True
+        if self.device != "auto":
+            return False
+        return _cuda_devices() > 0
+
+    @property
+    def workers(self) -> int:
+        """Transcriptions that may run at once (the ASR stage's concurrency)."""
+        return self.num_workers or threads.current().asr_workers
 
     def _model_path(self) -> str:
         if self.model.startswith("packaged:"):
@@ -69,10 +96,12 @@ class WhisperASR:
         return self.model
 
     def check(self) -> None:
-        try:
-            import faster_whisper  # noqa: F401
-        except ImportError as err:
-            raise ImportError("ASR needs faster-whisper: pip install 'stepeval[asr]'") from err
+        """Installed and the model resolvable; loads nothing (a resumed run that reuses every
+        transcript never loads Whisper)."""
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise ImportError("ASR needs faster-whisper: pip install 'stepeval[asr]'")
+        if self.batch_size < 0 or self.num_workers < 0 or self.cpu_threads < 0:
+            raise ValueError("asr.engine.batch_size, num_workers and cpu_threads must be >= 0")
         self._model_path()
 
     def identity(self) -> dict:
@@ -90,24 +119,29 @@ class WhisperASR:
             from stepeval.asr import packaged_whisper
 
             ident["model_sha256"] = packaged_whisper.SHA256["model.bin"]
+        if self.batch_size:  # only when set: runs made before the option keep their fingerprints
+            ident["batched"] = True
         return ident
 
     def transcribe(self, samples: np.ndarray, rate: int, language: str | None = None) -> Transcript:
         """``language`` is the conversation's language: a hint only. Whisper still detects the reply's
         language (unless ``self.language`` forces one), so a reply in the wrong language shows."""
-        model = _load(self._model_path(), self.device, self.compute_type, self.cpu_threads)
         speech = audio_io.resample(samples, rate, ASR_RATE)
         if speech.size < ASR_RATE // 10:
             return Transcript("", None, None, "faster-whisper")
-        segments, info = model.transcribe(
-            speech,
-            beam_size=self.beam_size,
-            language=self.language,
-            vad_filter=self.vad_filter,
-            condition_on_previous_text=False,
-            max_new_tokens=self.max_new_tokens,
-            temperature=0.0,
-        )
+        model = self._model()
+        options = {
+            "beam_size": self.beam_size,
+            "language": self.language,
+            "vad_filter": self.vad_filter,
+            "condition_on_previous_text": False,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": 0.0,
+        }
+        if self.batch_size:
+            segments, info = _batched(model).transcribe(speech, batch_size=self.batch_size, **options)
+        else:
+            segments, info = model.transcribe(speech, **options)
         text = "".join(segment.text for segment in segments).strip()
         if self.language:  # forced decoding language: report the language actually heard, not the forced one
             heard, probability = self.detect_language(speech, ASR_RATE)
@@ -119,19 +153,55 @@ class WhisperASR:
         speech = audio_io.resample(samples, rate, ASR_RATE)
         if speech.size < ASR_RATE // 10:
             return None, None
-        model = _load(self._model_path(), self.device, self.compute_type, self.cpu_threads)
-        language, probability, _ = model.detect_language(speech, vad_filter=self.vad_filter)
+        language, probability, _ = self._model().detect_language(speech, vad_filter=self.vad_filter)
         return language, round(float(probability), 4)
+
+    def _model(self):
+        plan = threads.current()
+        return _load(
+            self._model_path(),
+            self.device,
+            self.compute_type,
+            self.cpu_threads or plan.asr_threads,
+            self.num_workers or plan.asr_workers,
+        )
+
+
+_LOCK = threading.Lock()  # ASR workers asking for the model at once load it once
+
+
+def _load(path: str, device: str, compute_type: str, cpu_threads: int, num_workers: int):
+    with _LOCK:
+        return _load_once(path, device, compute_type, cpu_threads, num_workers)
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, device: str, compute_type: str, cpu_threads: int):
+def _load_once(path: str, device: str, compute_type: str, cpu_threads: int, num_workers: int):
     """Load once per process (a multirun's jobs share it)."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     from faster_whisper import WhisperModel
 
-    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=num_workers)
+
+
+@functools.lru_cache(maxsize=2)
+def _batched(model):
+    from faster_whisper import BatchedInferencePipeline
+
+    return BatchedInferencePipeline(model=model)
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_devices() -> int:
+    if importlib.util.find_spec("ctranslate2") is None:
+        return 0
+    import ctranslate2
+
+    try:
+        return int(ctranslate2.get_cuda_device_count())
+    except Exception:  # a CTranslate2 build without CUDA
+        return 0
 
 
 def transcript_fingerprint(engine, replay: dict) -> str:

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from stepeval import audio as audio_io
 from stepeval.types import Message
 
 POLICIES = ("audio", "transcript")
@@ -45,3 +47,52 @@ def build(
         messages.append(Message("assistant", text=exchange.reply_text or ""))
     messages.append(Message("user", audio=current_audio, sample_rate=current_rate))
     return messages
+
+
+# id(array) -> (weak reference to it, sample rate, {form: encoding}); an entry leaves when its array dies
+_ENCODED: dict[int, tuple[weakref.ref, int, dict[str, str | bytes]]] = {}
+
+
+def _remembered(audio: np.ndarray, rate: int) -> dict[str, str | bytes] | None:
+    """The encodings kept for this clip (None: it may change, so nothing is kept)."""
+    if not isinstance(audio, np.ndarray) or audio.flags.writeable:
+        return None
+    key = id(audio)
+    hit = _ENCODED.get(key)
+    if hit is not None and hit[0]() is audio and hit[1] == rate:
+        return hit[2]
+    forms: dict[str, str | bytes] = {}
+    _ENCODED[key] = (weakref.ref(audio, lambda _ref, key=key: _ENCODED.pop(key, None)), rate, forms)
+    return forms
+
+
+def wav_base64(audio: np.ndarray, rate: int) -> str:
+    """The clip as base64 16-bit WAV, encoded once per clip, not once per turn it is sent in.
+
+    With the ``audio`` policy every earlier user clip goes out again on every later turn (8 turns of
+    history: 8 WAV encodes and base64s per request, the largest part of the harness's CPU per turn).
+    Only read-only arrays are remembered (the replay stage makes the clips it reads read-only), so a
+    clip cannot change after it was encoded; anything else is encoded each time, as before.
+    """
+    forms = _remembered(audio, rate)
+    if forms is None:
+        return audio_io.to_base64_wav(audio, rate)
+    if "base64" not in forms:
+        forms["base64"] = audio_io.to_base64_wav(audio, rate)
+    return forms["base64"]
+
+
+def wav_base64_json(audio: np.ndarray, rate: int) -> bytes:
+    """``wav_base64`` as a JSON string literal (quotes included: base64 needs no escaping), kept like it."""
+    forms = _remembered(audio, rate)
+    if forms is None:
+        return b'"' + audio_io.to_base64_wav(audio, rate).encode("ascii") + b'"'
+    if "json" not in forms:
+        forms["json"] = b'"' + wav_base64(audio, rate).encode("ascii") + b'"'
+    return forms["json"]
+
+
+def frozen(audio: np.ndarray) -> np.ndarray:
+    """The array, made read-only (so ``wav_base64`` may remember its encoding)."""
+    audio.flags.writeable = False
+    return audio

@@ -8,11 +8,13 @@ content, and means little for music or singing with accompaniment.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from stepeval import audio as audio_io
+from stepeval import threads
 
 RATE = 16000
 MIN_SECONDS = 0.5
@@ -21,23 +23,52 @@ INSTALL_HINT = "pip install 'stepeval[judges]' (speechmos, librosa, onnxruntime,
 METRICS = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808")
 
 
+MODEL_FILES = ("sig_bak_ovr.onnx", "model_v8.onnx")
+
+
+def _models_dir() -> Path | None:
+    spec = importlib.util.find_spec("speechmos")
+    return Path(spec.origin).parent / "dnsmos_models" if spec is not None and spec.origin else None
+
+
+@functools.lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """Why DNSMOS cannot run here, or None; from what is installed, without loading the models (a
+    resumed run fingerprints its scores with this and should not pay for a model load)."""
+    for package in ("speechmos", "onnxruntime", "librosa"):
+        if importlib.util.find_spec(package) is None:
+            return f"DNSMOS unavailable (No module named {package!r}): {INSTALL_HINT}"
+    models = _models_dir()
+    lacking = [name for name in MODEL_FILES if not (models / name).is_file()]
+    if lacking:
+        return f"DNSMOS models {lacking} missing from {models}: reinstall speechmos"
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[object | None, str | None]:
-    """(model, None) or (None, why it is unavailable); loaded once per process, failures too."""
+    """(model, None) or (None, why it failed); loaded once per process, on first use, failures too."""
+    why = unavailable()
+    if why:
+        return None, why
+    models = _models_dir()
     try:
-        import speechmos
+        import onnxruntime as ort
         from speechmos.dnsmos import DNSMOS
-    except ImportError as err:
-        return None, f"DNSMOS unavailable ({err}): {INSTALL_HINT}"
-    models = Path(speechmos.__file__).parent / "dnsmos_models"
-    try:
-        return DNSMOS(str(models / "sig_bak_ovr.onnx"), str(models / "model_v8.onnx")), None
+
+        model = DNSMOS.__new__(DNSMOS)  # its __init__ takes no session options: the same two sessions, with them
+        model.primary_model_path = str(models / MODEL_FILES[0])
+        model.onnx_sess = ort.InferenceSession(model.primary_model_path, threads.onnx_session_options())
+        model.p808_onnx_sess = ort.InferenceSession(str(models / MODEL_FILES[1]), threads.onnx_session_options())
+        return model, None
     except Exception as err:  # a broken install: the metrics are missing with this reason
         return None, f"DNSMOS models in {models} failed to load: {type(err).__name__}: {err}"
 
 
-def unavailable() -> str | None:
-    """Why DNSMOS cannot run here, or None."""
+def load_error() -> str | None:
+    """Why the models failed to load although ``unavailable()`` found them installed (None if loaded or never tried)."""
+    if _load.cache_info().currsize == 0 or unavailable():
+        return None
     return _load()[1]
 
 

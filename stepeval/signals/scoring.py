@@ -51,8 +51,10 @@ class SignalOptions:
 
 
 def identity(options: SignalOptions) -> dict:
-    """What the scores depend on besides the inputs: version, options and which models could load here
-    (installing Resemblyzer later recomputes the turns it was missing for)."""
+    """What the scores depend on besides the inputs: version, options and which models are installed
+    here (installing Resemblyzer later recomputes the turns it was missing for). Checked without
+    loading any model, so a resumed run that reuses every score loads none; a model that is installed
+    but fails to load fails its turns' records (``_load_failures``), and the next run retries them."""
     ident = {"version": VERSION, "options": asdict(options), "unavailable": _unavailable(options)}
     if options.extra:
         ident["plugins"] = plugins.identities(options.extra)
@@ -249,12 +251,16 @@ def score_conversation(
         elif speaker_off:
             why_not[key] = speaker_off
         else:
-            vector = speaker.embed(*samples)
+            try:
+                vector = speaker.embed(*samples)
+            except RuntimeError as err:  # the encoder failed to load although installed: see _load_failures
+                vector, why_not[key] = None, str(err)
             if vector is None:
-                why_not[key] = f"under {speaker.MIN_SECONDS} s of voiced speech: no voice to compare"
+                why_not.setdefault(key, f"under {speaker.MIN_SECONDS} s of voiced speech: no voice to compare")
             else:
                 embeddings[key] = vector
     similarity = speaker.consistency(embeddings)
+    failures = _load_failures(options)
     for key, scores in out.items():
         if key in similarity:
             scores.set("speaker_consistency", similarity[key])
@@ -262,4 +268,16 @@ def score_conversation(
             scores.set("speaker_consistency", None, why_not[key])
         else:
             scores.set("speaker_consistency", None, "no other reply in this conversation has a voice to compare with")
+        if failures and scores.error is None and "duration_s" not in scores.missing:
+            scores.error = failures  # the fingerprint says the model is usable here: fail, so a rerun retries
     return out
+
+
+def _load_failures(options: SignalOptions) -> str | None:
+    """Models that ``identity`` found installed (it checks without loading) but that failed to load."""
+    errors = [
+        why
+        for on, module in ((options.dnsmos, dnsmos), (options.speaker, speaker), (options.utmos, utmos))
+        if on and (why := module.load_error())
+    ]
+    return "; ".join(errors) or None

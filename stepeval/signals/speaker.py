@@ -10,10 +10,14 @@ the same voice usually scores above 0.75, different voices lower.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 
 import numpy as np
+
+from stepeval import threads
 
 MIN_SECONDS = 0.5
 RATE = 16000
@@ -22,21 +26,38 @@ INSTALL_HINT = "pip install webrtcvad-wheels && pip install --no-deps resemblyze
 
 
 @functools.lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """Why speaker consistency cannot run here, or None; from what is installed and the weights file,
+    without importing torch or loading the encoder."""
+    for package in ("resemblyzer", "torch", "webrtcvad", "librosa"):
+        if importlib.util.find_spec(package) is None:
+            return f"Resemblyzer unavailable (No module named {package!r}): {INSTALL_HINT}"
+    weights = Path(importlib.util.find_spec("resemblyzer").origin).parent / "pretrained.pt"
+    if not weights.is_file():
+        return f"Resemblyzer weights {weights} missing: reinstall resemblyzer"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
 def _load() -> tuple[object | None, str | None]:
-    """(encoder, None) or (None, reason); loaded once per process."""
+    """(encoder, None) or (None, reason); loaded once per process, on first use."""
+    why = unavailable()
+    if why:
+        return None, why
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy.ndimage.morphology deprecation inside resemblyzer
             from resemblyzer import VoiceEncoder
-    except ImportError as err:
-        return None, f"Resemblyzer unavailable ({err}): {INSTALL_HINT}"
-    try:
+        threads.set_torch_threads()
         return VoiceEncoder("cpu", verbose=False), None
     except Exception as err:
         return None, f"Resemblyzer weights failed to load: {type(err).__name__}: {err}"
 
 
-def unavailable() -> str | None:
+def load_error() -> str | None:
+    """Why the encoder failed to load although ``unavailable()`` found it installed (None if loaded or never tried)."""
+    if _load.cache_info().currsize == 0 or unavailable():
+        return None
     return _load()[1]
 
 

@@ -13,6 +13,7 @@ one rule: a rerun computes exactly the records that are missing, stale or failed
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,38 +117,96 @@ def run_stage(stage: Stage, store: RunStore, progress: bool = True) -> StageResu
 
 async def run_stage_async(stage: Stage, store: RunStore, progress: bool = True) -> StageResult:
     """Load the stage's log, reuse what the rule allows, compute the rest, and count."""
-    log = store.log(stage.name)
-    index = log.index()
-    committer = GroupCommitter(log)
-    stats = StageStats(stage.name)
-    current: dict[Key, Record] = {}
-    units = list(stage.units())
-    todo: list[tuple[Unit, dict[Key, Record]]] = []
-    for unit in units:
+    run = StageRun(stage, store, progress)
+    await run.submit_all(list(stage.units()))
+    return run.result()
+
+
+OnRecord = Callable[[Record], None]
+
+
+class StageRun:
+    """One stage's log, counts and progress bar, fed units all at once (``run_stage_async``) or one
+    by one as the stages before it finish theirs (``stages.flow``): the reuse rule and the records
+    are the same either way.
+
+    ``on_record`` is called with each of the stage's records as it becomes current, reused or
+    computed, so a later stage can start on it at once. ``semaphore`` may be shared by several
+    stages (the judge's rubrics share ``judge.concurrency``). ``busy_s`` is the wall time during
+    which at least one of its units was being computed (the overlap benchmark sums it).
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        store: RunStore,
+        progress: bool = True,
+        on_record: OnRecord | None = None,
+        semaphore: asyncio.Semaphore | None = None,
+        position: int | None = None,
+    ):
+        self.stage = stage
+        self.log = store.log(stage.name)
+        self.index = self.log.index()
+        self.committer = GroupCommitter(self.log)
+        self.stats = StageStats(stage.name)
+        self.current: dict[Key, Record] = {}
+        self.on_record = on_record
+        self.semaphore = semaphore or asyncio.Semaphore(max(1, stage.concurrency))
+        self.busy_s = 0.0
+        self._active = 0
+        self._since = 0.0
+        self._progress = progress
+        self._position = position
+        self._bar: tqdm | None = None  # shown once there is something to compute
+
+    def _grow(self, n: int) -> None:
+        if self._bar is None:
+            self._bar = tqdm(
+                total=0,
+                desc=self.stage.name,
+                unit=self.stage.unit_name,
+                disable=not self._progress,
+                dynamic_ncols=True,
+                position=self._position,
+            )
+        self._bar.total += n
+        self._bar.refresh()
+
+    def _current(self, record: Record) -> None:
+        self.current[record.key] = record
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _busy(self, delta: int) -> None:
+        now = time.perf_counter()
+        if self._active:
+            self.busy_s += now - self._since
+        self._since = now
+        self._active += delta
+
+    async def submit(self, unit: Unit) -> None:
+        """Reuse the unit's records the rule allows and compute the rest; returns once every record
+        of the unit is current (``self.current``) and durable."""
         stored = {}
         for key, fp in unit.fingerprints.items():
-            record = reusable(stage, index.get(key, fp), fp)
+            record = reusable(self.stage, self.index.get(key, fp), fp)
             if record is not None:
                 stored[key] = record
-        current.update(stored)
+        for record in stored.values():
+            self._current(record)
         if len(stored) == len(unit.fingerprints):
-            stats.reused += len(stored)
-        else:
-            todo.append((unit, stored))
-
-    total = sum(len(u.fingerprints) for u, _ in todo)
-    bar = tqdm(total=total, desc=stage.name, unit=stage.unit_name, disable=not progress or not total, dynamic_ncols=True)
-    semaphore = asyncio.Semaphore(max(1, stage.concurrency))
-
-    async def one(unit: Unit, stored: dict[Key, Record]) -> None:
+            self.stats.reused += len(stored)
+            return
+        self._grow(len(unit.fingerprints))
         emitted: set[Key] = set()
+        stats = self.stats
 
         async def emit(record: Record) -> None:
             if record.error:
                 record.error = scrub(record.error)
-            await committer.append(record.to_json())
+            await self.committer.append(record.to_json())
             emitted.add(record.key)
-            current[record.key] = record
             if record.status == FAILED:
                 stats.failed += 1
                 stats.errors.append(f"{record.conversation_id} turn {record.turn}: {record.error}")
@@ -155,23 +214,37 @@ async def run_stage_async(stage: Stage, store: RunStore, progress: bool = True) 
                 stats.skipped += 1
             else:
                 stats.computed += 1
-            bar.update(1)
+            self._current(record)
+            self._bar.update(1)
 
-        async with semaphore:
-            await stage.compute(unit, stored, emit)
-        stats.reused += sum(1 for key in stored if key not in emitted)
-        bar.update(sum(1 for key in stored if key not in emitted))
+        async with self.semaphore:
+            self._busy(+1)
+            try:
+                await self.stage.compute(unit, stored, emit)
+            finally:
+                self._busy(-1)
+        kept = sum(1 for key in stored if key not in emitted)
+        stats.reused += kept
+        self._bar.update(kept)
 
-    tasks = [asyncio.ensure_future(one(u, s)) for u, s in todo]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:  # one unit's fatal error (a judge that refuses every request) stops the stage
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    finally:
-        bar.close()
-    for record in current.values():
-        stats.statuses[record.status] = stats.statuses.get(record.status, 0) + 1
-    return StageResult(stats, current)
+    async def submit_all(self, units: Sequence[Unit]) -> None:
+        tasks = [asyncio.ensure_future(self.submit(u)) for u in units]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one unit's fatal error (a judge that refuses every request) stops the stage
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def result(self) -> StageResult:
+        """The counts over the current records (call once the stage has no more units)."""
+        self.close()
+        self.stats.statuses = {}
+        for record in self.current.values():
+            self.stats.statuses[record.status] = self.stats.statuses.get(record.status, 0) + 1
+        return StageResult(self.stats, self.current)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

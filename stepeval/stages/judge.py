@@ -197,6 +197,10 @@ class JudgeStage(Stage[JudgeUnit]):
     def units(self) -> list[JudgeUnit]:
         return self._units
 
+    def set_units(self, units: list[JudgeUnit]) -> None:
+        """The planned units (run one after another); overlapped runs feed units per conversation."""
+        self._units = units
+
     async def compute(self, unit: JudgeUnit, stored: dict, emit: Emit) -> None:
         verdict = None if unit.messages is None else await self.client.judge(unit.messages, self.rubric)
         if verdict is not None:

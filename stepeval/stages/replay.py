@@ -158,5 +158,7 @@ class ReplayStage(Stage[ConversationUnit]):
 
 def _read_user_audio(path: Path) -> tuple[np.ndarray, int]:
     """The user's clip as the model will hear it; damaged audio (non-finite samples, a header that
-    promises more than the data holds) is refused, never sent."""
-    return audio_io.read_checked(path)
+    promises more than the data holds) is refused, never sent. Read-only, so its wire encoding is
+    made once for every later turn that sends it again (``history.wav_base64``)."""
+    samples, rate = audio_io.read_checked(path)
+    return history_mod.frozen(samples), rate

@@ -38,7 +38,9 @@ class ScoreStage(Stage[ConversationReplies]):
         replays: Mapping[Key, ReplayRecord],
         transcripts: Mapping[Key, AsrRecord] | None,
         options: scoring.SignalOptions,
+        concurrency: int = 1,
     ):
+        self.concurrency = concurrency  # conversations scored at once (threads.Plan.scoring_workers)
         self.run_root = run_root
         self.replays = replays
         self.transcripts = transcripts  # None: ASR not run
@@ -49,16 +51,17 @@ class ScoreStage(Stage[ConversationReplies]):
         conversations: dict[str, list[ReplayRecord]] = {}
         for record in self.replays.values():
             conversations.setdefault(record.conversation_id, []).append(record)
-        units = []
-        for replays in conversations.values():
-            replays.sort(key=lambda r: r.turn)  # the voices list is part of the fingerprint: dataset order
-            voices = [r.audio_sha256 for r in replays]
-            fps = {}
-            for r in replays:
-                asr = self._transcript(r.key)
-                fps[r.key] = fingerprint(self.identity, r.fingerprint, r.status, asr and asr.fingerprint, voices)
-            units.append(ConversationReplies(fps, replays))
-        return units
+        return [self.unit(replays) for replays in conversations.values()]
+
+    def unit(self, replays: list[ReplayRecord]) -> ConversationReplies:
+        """One conversation's replies (every turn final, and its transcripts where ASR runs)."""
+        replays = sorted(replays, key=lambda r: r.turn)  # the voices list is part of the fingerprint: dataset order
+        voices = [r.audio_sha256 for r in replays]
+        fps = {}
+        for r in replays:
+            asr = self._transcript(r.key)
+            fps[r.key] = fingerprint(self.identity, r.fingerprint, r.status, asr and asr.fingerprint, voices)
+        return ConversationReplies(fps, replays)
 
     def _transcript(self, key: Key) -> AsrRecord | None:
         return None if self.transcripts is None else self.transcripts.get(key)

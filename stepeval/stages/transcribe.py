@@ -32,6 +32,7 @@ class _Transcribe(Stage[AudioUnit]):
 
     def __init__(self, engine: AsrEngine):
         self.engine = engine
+        self.concurrency = max(1, int(getattr(engine, "workers", 1)))  # transcriptions in parallel (CTranslate2 workers)
 
     async def compute(self, unit: AudioUnit, stored: dict[Key, AsrRecord], emit: Emit) -> None:
         await emit(await asyncio.to_thread(self._transcribe, unit))
@@ -68,13 +69,14 @@ class ReplyAsrStage(_Transcribe):
         self.replays = replays
 
     def units(self) -> list[AudioUnit]:
-        units = []
-        for key, replay in self.replays.items():
-            if replay.status != "ok" or not replay.audio:
-                continue
-            fp = transcript_fingerprint(self.engine, {"audio_sha256": replay.audio_sha256, "language": replay.language})
-            units.append(AudioUnit({key: fp}, key, self.run_root / replay.audio, replay.language))
-        return units
+        return [unit for replay in self.replays.values() if (unit := self.unit(replay)) is not None]
+
+    def unit(self, replay: ReplayRecord) -> AudioUnit | None:
+        """The reply's transcription, or None when it has no audio (failed, skipped, text-only)."""
+        if replay.status != "ok" or not replay.audio:
+            return None
+        fp = transcript_fingerprint(self.engine, {"audio_sha256": replay.audio_sha256, "language": replay.language})
+        return AudioUnit({replay.key: fp}, replay.key, self.run_root / replay.audio, replay.language)
 
 
 class UserAsrStage(_Transcribe):
@@ -85,18 +87,23 @@ class UserAsrStage(_Transcribe):
     def __init__(self, engine: AsrEngine, conversations: Sequence[Conversation]):
         super().__init__(engine)
         self.conversations = conversations
+        self._identity: dict | None = None
 
     def units(self) -> list[AudioUnit]:
-        ident = self.engine.identity()
+        return [unit for conv in self.conversations for unit in self.units_of(conv)]
+
+    def units_of(self, conv: Conversation) -> list[AudioUnit]:
+        """The conversation's user turns without a dataset transcript."""
+        if self._identity is None:
+            self._identity = self.engine.identity()
         units = []
-        for conv in self.conversations:
-            for turn in conv.turns:
-                if turn.text and turn.text.strip():
-                    continue
-                key = (conv.id, turn.index)
-                try:
-                    sha = audio_io.file_sha256(turn.audio_path)
-                except OSError:
-                    sha = "unreadable"  # the transcription fails with the reason and is retried
-                units.append(AudioUnit({key: fingerprint(ident, sha)}, key, Path(turn.audio_path), None))
+        for turn in conv.turns:
+            if turn.text and turn.text.strip():
+                continue
+            key = (conv.id, turn.index)
+            try:
+                sha = audio_io.file_sha256(turn.audio_path)
+            except OSError:
+                sha = "unreadable"  # the transcription fails with the reason and is retried
+            units.append(AudioUnit({key: fingerprint(self._identity, sha)}, key, Path(turn.audio_path), None))
         return units
