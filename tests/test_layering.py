@@ -13,7 +13,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stepeval"
 
 # bottom to top; a top-level module or package of stepeval belongs to exactly one layer
 LAYERS: list[set[str]] = [
-    {"__init__", "types", "records", "secrets", "store", "audio", "provenance", "applicability", "views", "config", "conf"},
+    {
+        "__init__",
+        "types",
+        "records",
+        "secrets",
+        "store",
+        "audio",
+        "provenance",
+        "applicability",
+        "views",
+        "config",
+        "conf",
+        "threads",
+    },
     {"transport", "data"},
     {"asr", "signals", "judging"},
     {"backends", "client"},

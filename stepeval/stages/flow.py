@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from stepeval.judging.rate_limit import JudgeEndpointError
+from stepeval.judging.llm_judge import JudgeEndpointError
 from stepeval.records import Key, Record, ReplayRecord
 from stepeval.stages.base import StageResult, StageRun, StageStats
 from stepeval.stages.judge import JudgeStage
