@@ -333,7 +333,9 @@ def _view(prepared: Prepared, results: dict[str, StageResult], manifest: dict) -
         metrics={k: v for k, v in (plain.get("metrics") or {}).items() if k != "signals"},
         names={"asr": cfg.asr.name, "judge": cfg.judge.name, "metrics": cfg.metrics.name},
     )
-    selection = {log: result.fingerprints for log, result in results.items() if log == "score" or log.startswith("judge-")}
+    # in dataset order, logs in stage order: records land in any order when stages overlap, tables must not vary
+    logs = sorted((log for log in results if log == "score" or log.startswith("judge-")), key=lambda log: (log != "score", log))
+    selection = {log: {k: results[log].fingerprints[k] for k in keys if k in results[log].fingerprints} for log in logs}
     return views.View(name, description, selection)
 
 

@@ -101,7 +101,17 @@ def test_demo_multirun_prints_the_comparison_the_readme_shows(tmp_path: Path, re
     comparison = (tmp_path / "sweeps" / "comparison.md").read_text()
     assert "Comparison of 4 runs" in result.stdout
     printed = readme_demo.table_lines(comparison)
-    assert readme_demo.readme_block((repo / "README.md").read_text()) == printed, "README demo table is stale: make readme-demo"
+    shown = readme_demo.readme_block((repo / "README.md").read_text())
+    # same metrics in the same order, same counts in every cell; means equal to within what thread scheduling can
+    # move in ASR-derived rates (CTranslate2 on another core count): a stale table differs far more
+    assert [line.split("|")[1] for line in shown] == [line.split("|")[1] for line in printed], "stale: make readme-demo"
+    for old, new in zip(shown[2:], printed[2:], strict=True):
+        for a, b in zip(old.strip("|").split("|")[1:], new.strip("|").split("|")[1:], strict=True):
+            a_mean, _, a_count = a.strip().partition(" ")
+            b_mean, _, b_count = b.strip().partition(" ")
+            assert a_count == b_count, f"stale README cell {old.split('|')[1]}: {a} vs {b} (make readme-demo)"
+            if a_mean not in ("n/a", "-"):
+                assert float(a_mean) == pytest.approx(float(b_mean), rel=0.05, abs=0.01), (old.split("|")[1], a, b)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")][1:] for line in printed[2:]}
     models = [c.strip() for c in printed[0].strip("|").split("|")][1:]
     assert models == ["silence", "noise", "parrot", "canned"]
