@@ -19,11 +19,16 @@ request) stops the run as before; a judge endpoint error lets replay, ASR and sc
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from stepeval import threads
 from stepeval.judging.llm_judge import JudgeEndpointError
 from stepeval.records import Key, Record, ReplayRecord
 from stepeval.stages.base import StageResult, StageRun, StageStats
@@ -93,6 +98,8 @@ async def run(flow: Flow, store: RunStore, conversations: Sequence[Conversation]
     else:
         replay_run = StageRun(flow.replay, store, progress, position=next(position))
     score_stage = flow.score_factory(replay_run.current, asr_run.current if asr_run else None)
+    scorers = _scoring_processes(score_stage.concurrency)
+    score_stage.executor = scorers
     score_run = StageRun(score_stage, store, progress, position=next(position))
     if judges is not None and flow.user_asr is not None:
         user_run = StageRun(flow.user_asr, store, progress, semaphore=asr_semaphore, position=next(position))
@@ -148,6 +155,7 @@ async def run(flow: Flow, store: RunStore, conversations: Sequence[Conversation]
         raise
     finally:
         executor.shutdown(wait=False)
+        scorers.shutdown(wait=True, cancel_futures=True)
     if judge_failure:
         for r in runs:
             if r is not None:
@@ -165,6 +173,36 @@ async def run(flow: Flow, store: RunStore, conversations: Sequence[Conversation]
         results[jr.stage.name] = jr.result()
     flow.busy_s = {r.stage.name: round(r.busy_s, 4) for r in runs if r is not None}
     return results
+
+
+def _scoring_processes(workers: int) -> ProcessPoolExecutor:
+    """Processes for the scorers (spawned: the parent has threads): in threads beside ASR, the scorers'
+    Python (librosa, Resemblyzer's preprocessing) and Whisper's shared one GIL, and two cores did the
+    work of one. Each process takes the thread plan and loads its models on first use."""
+    return ProcessPoolExecutor(
+        max_workers=max(1, workers),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_scoring_process_start,
+        initargs=(threads.current(), os.getpid()),
+    )
+
+
+def _scoring_process_start(plan: threads.Plan, parent: int) -> None:
+    """Take the thread plan, and die with the run: a killed run (SIGKILL) must not leave a scorer behind."""
+    threads.configure(plan)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # elsewhere, and in case the parent died before prctl: poll
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="stepeval-parent-watch").start()
 
 
 def _metric(run: StageRun) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,10 @@ class ScoreStage(Stage[ConversationReplies]):
         transcripts: Mapping[Key, AsrRecord] | None,
         options: scoring.SignalOptions,
         concurrency: int = 1,
+        executor: Executor | None = None,
     ):
         self.concurrency = concurrency  # conversations scored at once (threads.Plan.scoring_workers)
+        self.executor = executor  # None: worker threads of this process
         self.run_root = run_root
         self.replays = replays
         self.transcripts = transcripts  # None: ASR not run
@@ -67,14 +70,18 @@ class ScoreStage(Stage[ConversationReplies]):
         return None if self.transcripts is None else self.transcripts.get(key)
 
     async def compute(self, unit: ConversationReplies, stored: dict[Key, ScoreRecord], emit: Emit) -> None:
-        for record in await asyncio.to_thread(self._score, unit):
+        replays = [r.to_json() for r in unit.replays]
+        asrs = {r.key: (t.to_json() if (t := self._transcript(r.key)) else None) for r in unit.replays}
+        args = (replays, asrs, self.run_root, self.options)
+        if self.executor is None:
+            scored = await asyncio.to_thread(scoring.score_conversation, *args)
+        else:  # a scoring process: its models and its Python run beside ASR's, not under the same GIL
+            scored = await asyncio.get_running_loop().run_in_executor(self.executor, scoring.score_conversation, *args)
+        for record in self._records(unit, scored):
             if record.key not in stored:
                 await emit(record)
 
-    def _score(self, unit: ConversationReplies) -> list[ScoreRecord]:
-        replays = [r.to_json() for r in unit.replays]
-        asrs = {r.key: (t.to_json() if (t := self._transcript(r.key)) else None) for r in unit.replays}
-        scored = scoring.score_conversation(replays, asrs, self.run_root, self.options)
+    def _records(self, unit: ConversationReplies, scored: dict) -> list[ScoreRecord]:
         out = []
         for r in unit.replays:
             base = {
