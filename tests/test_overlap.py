@@ -49,11 +49,11 @@ def test_overlapped_run_writes_the_records_and_lines_of_the_sequential_run(tmp_p
 
 
 def test_thread_plan_splits_the_cores_between_asr_and_scoring():
-    two = threads.plan(cores=2, overlap=True)
-    assert (two.asr_workers, two.asr_threads, two.scoring_workers, two.scoring_threads) == (1, 1, 1, 1)
-    sixteen = threads.plan(cores=16, overlap=True)  # 8 cores to ASR as 2 workers of 4 threads, 8 one-thread scorers
-    assert (sixteen.asr_workers, sixteen.asr_threads, sixteen.scoring_workers, sixteen.scoring_threads) == (2, 4, 8, 1)
-    alone = threads.plan(cores=16, overlap=False)  # one stage at a time: each may use every core
+    two = threads.plan(cores=2, overlap=True)  # ASR on both cores, one one-thread scorer beside it
+    assert (two.asr_workers, two.asr_threads, two.scoring_workers, two.scoring_threads) == (1, 2, 1, 1)
+    sixteen = threads.plan(cores=16, overlap=True)  # 4 ASR workers of 4 threads, 4 one-thread scorers
+    assert (sixteen.asr_workers, sixteen.asr_threads, sixteen.scoring_workers, sixteen.scoring_threads) == (4, 4, 4, 1)
+    alone = threads.plan(cores=16, overlap=False)  # one stage at a time: scoring may use every core
     assert (alone.asr_workers, alone.asr_threads, alone.scoring_workers) == (4, 4, 16)
     gpu = threads.plan(cores=16, asr_on_gpu=True)
     assert (gpu.asr_workers, gpu.asr_threads, gpu.scoring_workers) == (4, 1, 15)
