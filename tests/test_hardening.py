@@ -128,3 +128,23 @@ def test_a_run_that_dies_mid_judging_marks_its_manifest_failed(tmp_path: Path):
     assert manifest["status"] == "failed" and "401" in manifest["error"]
     assert manifest["sessions"][-1]["error"] == manifest["error"]
     assert len(RecordLog(run / "records" / "judge-relevance.jsonl").load_all()) == 2  # what was judged is kept
+
+
+@pytest.mark.parametrize("http", ["sdk", "fast"])
+def test_a_served_model_runs_through_either_request_path(tmp_path: Path, http: str):
+    from tests import openai_audio
+
+    spoken = openai_audio.b64(openai_audio.encoded(openai_audio.tone(0.5), 24000))
+    reply = Scripted(json=openai_audio.completion(spoken, transcript="a spoken reply"))
+    with FakeServer() as server:
+        server.fallback = judge_fake.serving(lambda request: reply, "voicey")
+        served = ["model=served", f"model.base_url={server.url}/v1", "model.name=voicey", f"model.http={http}"]
+        outcome = pipeline.run(config(tmp_path, "dataset=sample", *served, "asr=none", "limit=2"))
+        bodies = [r.json for r in server.requests_to(CHAT)]
+    records = RecordLog(outcome.root / "records" / "replay.jsonl").load()
+    assert len(records) == 4 and all(r["status"] == "ok" and r["audio"] for r in records.values()), [
+        r["error"] for r in records.values()
+    ]
+    second_turns = [b for b in bodies if sum(m["role"] == "user" for m in b["messages"]) == 2]
+    assert second_turns  # the earlier user clip went out again as audio, as the SDK path sends it
+    assert all(isinstance(part, dict) for b in second_turns for part in b["messages"][0]["content"])

@@ -16,7 +16,7 @@ from stepeval.transport import check_models
 
 # model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
 # so adding a replica, rotating a key or raising a timeout resumes the same run
-TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream", "launch")
+TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream", "launch", "http")
 
 
 def uses_wire(model: DictConfig) -> bool:
@@ -66,6 +66,15 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
         send_metadata=bool(model.get("send_metadata", True)),
         extra_body=dict(model.get("extra_body") or {}),
     )
+    http = str(model.get("http") or "sdk")
+    if http not in ("sdk", "fast"):
+        raise ValueError(f"model.http={http!r}: use sdk (the openai SDK) or fast (aiohttp, docs/performance.md)")
+    if http == "fast":
+        if settings.stream:
+            raise ValueError("model.http=fast does not stream: set model.stream=false or model.http=sdk")
+        from stepeval.client.fast_http import FastWireClient
+
+        return FastWireClient(endpoints_from(model, default_limit), settings)
     return WireClient(endpoints_from(model, default_limit), settings)
 
 

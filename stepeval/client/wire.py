@@ -20,6 +20,7 @@ import numpy as np
 import openai
 
 from stepeval import audio as audio_io
+from stepeval.client import history as history_mod
 from stepeval.client.endpoints import Endpoint, EndpointPool, Slot
 from stepeval.transport import AttemptError, Attempts, RetryPolicy, TransportError, call_with_retries
 from stepeval.transport.clients import quiet_http_logs
@@ -76,7 +77,7 @@ def to_wire(history: list[Message]) -> list[dict]:
             if message.audio is not None:
                 if not message.sample_rate:
                     raise ValueError(f"history[{i}]: user audio without a sample rate")
-                data = audio_io.to_base64_wav(message.audio, message.sample_rate)
+                data = history_mod.wav_base64(message.audio, message.sample_rate)  # each clip encoded once per run
                 parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
             if not parts:
                 parts.append({"type": "text", "text": ""})
