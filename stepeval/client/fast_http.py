@@ -25,6 +25,7 @@ import openai
 
 from stepeval.client import history as history_mod
 from stepeval.client.wire import MalformedReply, WireClient, parse_completion
+from stepeval.client.wire import to_wire as wire_to_wire
 from stepeval.types import Message, Reply, TurnContext
 
 # stands for a clip in the JSON skeleton of a body; random per process, so no text can contain it by chance
@@ -33,31 +34,16 @@ _SLOT = re.compile(rb'"' + _TOKEN.encode() + rb'(\d+)"')
 
 
 def to_wire(messages: list[Message], clips: list[tuple] | None = None) -> list[dict]:
-    """``wire.to_wire`` with each user clip's base64 WAV made once per clip (``history.wav_base64``).
-    With ``clips``, each clip's data is a placeholder and the clip is appended there (``encode_body``)."""
-    out: list[dict] = []
-    for i, message in enumerate(messages):
-        if message.role in ("assistant", "system"):
-            out.append({"role": message.role, "content": message.text or ""})
-        elif message.role == "user":
-            parts: list[dict] = []
-            if message.text:
-                parts.append({"type": "text", "text": message.text})
-            if message.audio is not None:
-                if not message.sample_rate:
-                    raise ValueError(f"history[{i}]: user audio without a sample rate")
-                if clips is None:
-                    data = history_mod.wav_base64(message.audio, message.sample_rate)
-                else:
-                    data = f"{_TOKEN}{len(clips)}"
-                    clips.append((message.audio, message.sample_rate))
-                parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
-            if not parts:
-                parts.append({"type": "text", "text": ""})
-            out.append({"role": "user", "content": parts[0]["text"] if len(parts) == 1 and "text" in parts[0] else parts})
-        else:
-            raise ValueError(f"history[{i}]: unknown role {message.role!r}")
-    return out
+    """``wire.to_wire``; with ``clips``, each clip's data is a placeholder and the clip is appended there
+    (``encode_body`` splices its kept JSON string in)."""
+    if clips is None:
+        return wire_to_wire(messages)
+
+    def placeholder(audio, rate: int) -> str:
+        clips.append((audio, rate))
+        return f"{_TOKEN}{len(clips) - 1}"
+
+    return wire_to_wire(messages, placeholder)
 
 
 def encode_body(skeleton: dict, clips: list[tuple]) -> bytes:

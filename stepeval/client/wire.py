@@ -12,6 +12,7 @@ import binascii
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +63,12 @@ class WireSettings:
             raise ValueError("model.max_retries must be >= 0 and model.timeout_s > 0")
 
 
-def to_wire(history: list[Message]) -> list[dict]:
-    """``Message`` history -> chat messages: user audio as ``input_audio`` parts, assistant turns as text."""
+def to_wire(history: list[Message], clip_data: Callable[[np.ndarray, int], str] | None = None) -> list[dict]:
+    """``Message`` history -> chat messages: user audio as ``input_audio`` parts, assistant turns as text.
+
+    ``clip_data`` gives a clip's ``data`` string (default: its base64 WAV, encoded once per clip); the fast
+    request path passes one that leaves a placeholder to splice the kept encoding into the body bytes."""
+    clip_data = clip_data or history_mod.wav_base64
     out: list[dict] = []
     for i, message in enumerate(history):
         if message.role == "assistant":
@@ -77,7 +82,7 @@ def to_wire(history: list[Message]) -> list[dict]:
             if message.audio is not None:
                 if not message.sample_rate:
                     raise ValueError(f"history[{i}]: user audio without a sample rate")
-                data = history_mod.wav_base64(message.audio, message.sample_rate)  # each clip encoded once per run
+                data = clip_data(message.audio, message.sample_rate)
                 parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
             if not parts:
                 parts.append({"type": "text", "text": ""})
