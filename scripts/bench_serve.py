@@ -70,8 +70,22 @@ def build_model(processor, tiny: bool, device: str, dtype: str):
             ),
             audio_token_id=audio_token,
         )
-    else:  # the published Qwen2-Audio-7B sizes: the class defaults, with the checkpoint's vocabulary
-        config = Qwen2AudioConfig(text_config=dict(model_type="qwen2", vocab_size=156032), audio_token_id=audio_token)
+    else:  # Qwen/Qwen2-Audio-7B's config.json: the encoder is the class default (Whisper-large-v3 sized), the LM is not
+        config = Qwen2AudioConfig(
+            text_config=dict(
+                model_type="qwen2",
+                vocab_size=156032,
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=32,
+                max_position_embeddings=8192,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-5,
+            ),
+            audio_token_id=audio_token,
+        )
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
@@ -82,6 +96,10 @@ def build_model(processor, tiny: bool, device: str, dtype: str):
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if config.text_config.vocab_size > len(tokenizer):
+        # the full-size head still scores all 156,032 ids (the real cost), but ids beyond the offline byte-level
+        # tokenizer would decode to nothing, and an empty reply is (rightly) a malformed one for the wire client
+        model.generation_config.suppress_tokens = list(range(len(tokenizer), config.text_config.vocab_size))
     return model.eval(), sum(p.numel() for p in model.parameters())
 
 
