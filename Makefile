@@ -53,8 +53,9 @@ regress: $(STAMP)
 	$(BIN)/stepeval compare --baseline $(BASELINE) --candidate $(CANDIDATE) $(GATE)
 
 # replay throughput through the wire client against a local fixed-latency server (not part of `make test`):
-#   make bench BENCH_ARGS="--conversations 256 --concurrency 128 --latency 0.5"
-BENCH_ARGS ?=
+# the suite of docs/performance.md (64 and 256 in flight, 8 turns of real audio history; medians of 3), or one setting:
+#   make bench BENCH_ARGS="--conversations 256 --concurrency 128 --latency 0.5 --transport sdk"
+BENCH_ARGS ?= --suite
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_replay.py $(BENCH_ARGS)
 

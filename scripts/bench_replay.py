@@ -6,7 +6,8 @@ answers with one second of 24 kHz speech-like audio. The harness replays ``--con
 synthetic conversations of ``--turns`` turns with ``--concurrency`` in flight. Prints one
 ``name: value`` per line.
 
-    make bench            # or: .venv/bin/python scripts/bench_replay.py --conversations 256 --concurrency 128
+    make bench            # the suite: 64 and 256 in flight, and 8 turns of real audio history (medians of 3)
+    .venv/bin/python scripts/bench_replay.py --conversations 256 --transport sdk   # one configuration
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import multiprocessing
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -162,7 +164,14 @@ def replay(
         return time.perf_counter() - wall, time.process_time() - cpu, result.stats.failed + result.stats.skipped
 
 
-def main(argv: list[str] | None = None) -> int:
+SUITE = {  # the issue's figures (docs/performance.md): name -> arguments
+    "in_flight_64": ["--conversations", "64"],
+    "in_flight_256": ["--conversations", "256"],
+    "history_8_real_clips": ["--conversations", "64", "--turns", "9", "--real-clips", "--sequential-conversations", "1"],
+}
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conversations", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=None, help="in flight (default: --conversations)")
@@ -172,25 +181,32 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=2.0,
         help="server seconds per turn (default 2.0: a speech-to-speech turn takes seconds; at 0.2 s the harness's "
-        "~3.5 ms of CPU per turn, times 64 in flight, is what the ratio measures)",
+        "CPU per turn, times the turns in flight, is what the ratio measures)",
     )
     parser.add_argument("--sequential-conversations", type=int, default=2, help="measured one at a time, then scaled")
     parser.add_argument("--store-dir", default=None, help="where the temp run store goes (default: the system temp dir)")
     parser.add_argument(
         "--transport",
         choices=("sdk", "fast"),
-        default="sdk",
-        help="sdk: the wire client as `stepeval run` uses it (openai SDK); fast: client.fast_http (aiohttp, clips encoded once)",
+        default="fast",
+        help="fast (default: what `stepeval run` uses, model.http=auto): aiohttp; sdk: the openai SDK (model.http=sdk)",
     )
     parser.add_argument(
         "--real-clips", action="store_true", help="user turns are the bundled sample's speech clips (not one-second tones)"
     )
-    args = parser.parse_args(argv)
-    n, concurrency = args.conversations, args.concurrency or args.conversations
+    parser.add_argument("--repeat", type=int, default=3, help="parallel replays measured; figures are their medians")
+    parser.add_argument("--suite", action="store_true", help=f"every configuration of the issue's figures: {', '.join(SUITE)}")
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, int]:
+    """The figures of one configuration (medians over ``--repeat`` parallel replays) and its failed turns."""
+    n, concurrency = args.conversations, args.concurrency or args.conversations
     port = _free_port()
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, args.latency), daemon=True)
     server.start()
+    runs: list[tuple[float, float]] = []
+    failed = 0
     try:
         _wait_up(port)
         url = f"http://127.0.0.1:{port}/v1"
@@ -198,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp)
             conversations = _conversations(root, n, args.turns, sample_clips() if args.real_clips else None)
             replay(url, conversations[:2], 2, root / "warmup", args.transport)  # imports, first connections
-            wall, cpu, failed = replay(url, conversations, concurrency, root / "parallel", args.transport)
+            for k in range(max(1, args.repeat)):
+                wall, cpu, lost = replay(url, conversations, concurrency, root / f"parallel-{k}", args.transport)
+                runs.append((wall, cpu))
+                failed += lost
             seq_n = min(args.sequential_conversations, n)
             seq_wall, _, seq_failed = replay(url, conversations[:seq_n], 1, root / "sequential", args.transport)
     finally:
@@ -208,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     turns = n * args.turns
     ideal = math.ceil(n / concurrency) * args.turns * args.latency
     sequential = seq_wall * n / seq_n
+    walls = [wall for wall, _ in runs]
+    cpu_ms = [1000 * cpu / turns for _, cpu in runs]
+    wall = statistics.median(walls)
     figures = {
         "conversations": n,
         "turns_per_conversation": args.turns,
@@ -215,19 +237,37 @@ def main(argv: list[str] | None = None) -> int:
         "transport": args.transport,
         "in_flight": concurrency,
         "latency_s": args.latency,
+        "runs": len(runs),
         "failed_turns": failed + seq_failed,
         "wall_s": round(wall, 3),
         "ideal_s": round(ideal, 3),
         "ratio_to_ideal": round(ideal / wall, 3),
+        "ratio_to_ideal_runs": " ".join(f"{ideal / w:.3f}" for w in walls),
         "sequential_wall_s": round(sequential, 3),
         "sequential_measured": f"{seq_n} conversations one turn at a time in {seq_wall:.3f} s, scaled x{n / seq_n:g}",
         "speedup_vs_sequential": round(sequential / wall, 1),
-        "harness_cpu_ms_per_turn": round(1000 * cpu / turns, 2),
+        "harness_cpu_ms_per_turn": round(statistics.median(cpu_ms), 2),
+        "harness_cpu_ms_per_turn_runs": " ".join(f"{c:.2f}" for c in cpu_ms),
         "store_dir": str(args.store_dir or tempfile.gettempdir()),
     }
-    for name, value in figures.items():
-        print(f"{name}: {value}")
-    return 1 if failed or seq_failed else 0
+    return figures, failed + seq_failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.suite:
+        figures, failed = measure(args)
+        for name, value in figures.items():
+            print(f"{name}: {value}")
+        return 1 if failed else 0
+    failed = 0
+    passed = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--suite"]
+    for label, extra in SUITE.items():
+        figures, lost = measure(parser().parse_args([*passed, *extra]))
+        failed += lost
+        for name, value in figures.items():
+            print(f"{label}.{name}: {value}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

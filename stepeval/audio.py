@@ -1,4 +1,12 @@
-"""The one place that decodes, encodes, resamples and measures audio (soundfile + soxr)."""
+"""The one place that decodes, encodes, resamples and measures audio (soundfile + soxr).
+
+16-bit PCM WAV, the format of every clip the harness writes and of most replies, has a fast path: the
+standard library's ``wave`` parses the container and numpy converts the samples, with libsndfile's own
+arithmetic, so the samples and the bytes are identical to soundfile's (``tests/test_audio_codec.py`` checks
+it against soundfile). soundfile's per-call overhead (a SoundFile object, virtual I/O through cffi) was
+0.2-0.3 ms per clip, about a tenth of the harness's CPU per turn (docs/performance.md). Anything else
+(other sample formats, FLAC, MP3, WAVE_FORMAT_EXTENSIBLE, streamed headers) goes through soundfile.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import os
 import re
 import shutil
 import struct
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +29,39 @@ SILENCE_DBFS = -45.0
 FRAME_SECONDS = 0.03
 
 
+_PCM16_SCALE = np.float32(1 / 32768)  # libsndfile reads 16-bit samples as x / 0x8000
+
+
+def _pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+    """(frames x channels float32, rate) of a plain 16-bit PCM WAV whose data chunk is all there, else None."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    try:
+        with wave.open(io.BytesIO(data)) as clip:
+            channels, width, rate, frames = clip.getnchannels(), clip.getsampwidth(), clip.getframerate(), clip.getnframes()
+            if width != 2 or frames == 0:  # frames 0: also a streamed header (length unknown): soundfile decides
+                return None
+            pcm = clip.readframes(frames)
+    except (wave.Error, EOFError, struct.error):  # WAVE_FORMAT_EXTENSIBLE, float, damaged: soundfile decides
+        return None
+    if len(pcm) != frames * channels * 2:  # data chunk cut short: soundfile decides what is there
+        return None
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * _PCM16_SCALE
+    return samples.reshape(-1, channels), rate
+
+
+def _decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    fast = _pcm16_wav(data)
+    if fast is not None:
+        return fast
+    return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+
+
 def read(path: str | Path, rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read any soundfile-supported file as mono float32, optionally resampled to ``rate``."""
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
+        audio, sr = _decode_bytes(Path(path).read_bytes())
+    except (OSError, sf.LibsndfileError, RuntimeError) as err:  # OSError: as soundfile's open failure used to
         raise ValueError(f"cannot decode audio file {path}: {err}") from err
     return _finish(audio, sr, rate)
 
@@ -43,9 +80,13 @@ def wav_length_defect(path: str | Path) -> str | None:
     libsndfile quietly reads what is there, so a WAV cut to a third decodes as a third of the turn;
     only the header says how long it should be.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    return wav_bytes_length_defect(Path(path).read_bytes())
+
+
+def wav_bytes_length_defect(data: bytes) -> str | None:
+    """``wav_length_defect`` of a file's bytes (read once, then decoded from the same bytes)."""
+    size = len(data)
+    with io.BytesIO(data) as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
@@ -80,11 +121,12 @@ def read_checked(path: str | Path, rate: int | None = None) -> tuple[np.ndarray,
     Checks what decoding hides: a header length that disagrees with the data, and NaN/inf samples
     (which become full-scale clicks once converted to 16-bit PCM).
     """
-    defect = wav_length_defect(path)
+    data = Path(path).read_bytes()
+    defect = wav_bytes_length_defect(data)
     if defect:
         raise UnusableAudio(path, defect)
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        audio, sr = _decode_bytes(data)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise UnusableAudio(path, f"cannot decode ({err})") from err
     bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
@@ -98,14 +140,28 @@ def read_checked(path: str | Path, rate: int | None = None) -> tuple[np.ndarray,
 def decode(data: bytes, rate: int | None = None, source: str = "audio bytes") -> tuple[np.ndarray, int]:
     """Decode encoded audio bytes (wav, flac, ogg, mp3...) to mono float32."""
     try:
-        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        audio, sr = _decode_bytes(data)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise ValueError(f"cannot decode {source}: {err}") from err
     return _finish(audio, sr, rate)
 
 
+def decode_storable(data: bytes, source: str = "audio bytes") -> tuple[np.ndarray, int, bool]:
+    """``decode``, and whether ``data`` may be stored as it is: a complete mono 16-bit PCM WAV holds exactly the
+    samples ``encode_wav`` would write for them (16-bit values survive the float round trip), so a reply that
+    arrives as one is kept byte for byte instead of re-encoded."""
+    fast = _pcm16_wav(data)
+    if fast is not None:
+        frames, rate = fast
+        mono, rate = _finish(frames, rate, None)
+        return mono, rate, frames.shape[1] == 1
+    mono, rate = decode(data, source=source)
+    return mono, rate, False
+
+
 def _finish(audio: np.ndarray, sr: int, rate: int | None) -> tuple[np.ndarray, int]:
-    mono = audio.mean(axis=1).astype(np.float32)
+    # one channel: the samples themselves (what the mean of one is; numpy's mean over a length-1 axis is slow)
+    mono = audio[:, 0].astype(np.float32) if audio.shape[1] == 1 else audio.mean(axis=1).astype(np.float32)
     if rate is not None and rate != sr:
         return resample(mono, sr, rate), rate
     return mono, sr
@@ -118,8 +174,21 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 def encode_wav(audio: np.ndarray, rate: int) -> bytes:
+    """16-bit PCM WAV of ``audio`` clipped to [-1, 1]: a mono float32 clip takes the fast path, the rest soundfile."""
+    audio = np.clip(audio, -1.0, 1.0)
+    if audio.ndim == 1 and audio.dtype == np.float32:
+        # libsndfile's float -> 16-bit conversion: round(x * 2**31) to a 32-bit int, then its top 16 bits
+        wide = np.rint(audio * np.float32(2**31)).astype(np.float64)
+        pcm = (np.clip(wide, -(2**31), 2**31 - 1).astype(np.int64) >> 16).astype("<i2")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as clip:
+            clip.setnchannels(1)
+            clip.setsampwidth(2)
+            clip.setframerate(int(rate))
+            clip.writeframes(pcm.tobytes())
+        return buf.getvalue()
     buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+    sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 

@@ -132,7 +132,9 @@ class ModelSchema:
     voice: str | None = None  # e.g. alloy (OpenAI); not sent when null
     audio_format: str = "wav"
     stream: bool = False
-    http: str = "sdk"  # sdk: the openai SDK; fast: aiohttp, byte-identical bodies, less CPU per turn (docs/performance.md)
+    # auto: fast unless streaming; fast: aiohttp, byte-identical bodies, less CPU per turn; sdk: the openai SDK
+    # (docs/performance.md). A transport key: not in the run name.
+    http: str = "auto"
     timeout_s: float = 300.0
     max_retries: int = 4
     send_metadata: bool = True  # metadata {conversation_id, turn}; OpenAI accepts it only with store=true

@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from stepeval.audio import write_bytes_atomic
 
 Key = tuple[str, int]
 
@@ -139,31 +141,41 @@ class RecordIndex:
 class GroupCommitter:
     """Appends records from many coroutines to one log off the event loop, batching whatever
     arrives while an fsync is in progress into the next one. ``await append(r)`` returns only
-    once ``r`` is durable, so a turn is on disk before its conversation moves on."""
+    once ``r`` is durable, so a turn is on disk before its conversation moves on.
+
+    A record may bring files it points to (a reply's audio): they are written (temporary, fsync,
+    rename) in the same trip to the writer thread, before the batch's records, so a durable record
+    never names a file that is not. One thread hop per batch, not one per file."""
 
     def __init__(self, log: RecordLog):
         self.log = log
-        self._pending: list[tuple[dict, asyncio.Future]] = []
+        self._pending: list[tuple[dict, Sequence[tuple[Path, bytes]], asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
 
-    async def append(self, record: dict) -> None:
+    async def append(self, record: dict, files: Sequence[tuple[Path, bytes]] = ()) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
+        self._pending.append((record, files, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         await future
+
+    def _write(self, batch: list) -> None:
+        for _, files, _ in batch:
+            for path, data in files:
+                write_bytes_atomic(path, data)
+        self.log.append_many([record for record, _, _ in batch])
 
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await asyncio.to_thread(self.log.append_many, [record for record, _ in batch])
+                await asyncio.to_thread(self._write, batch)
             except Exception as err:  # every waiter learns that its record was not written
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
 

@@ -56,6 +56,7 @@ class Reply:
     audio: np.ndarray | None = None
     sample_rate: int | None = None
     transcript: str | None = None  # the model's own transcript of its audio, if it gives one
+    encoded: bytes | None = None  # the audio file as the model sent it, where storing it as is keeps ``audio`` exactly
     timings: dict[str, float] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -113,6 +113,7 @@ def test_every_extra_module_belongs_to_that_extra_in_pyproject():
     providers = md.packages_distributions()
     for extra, modules in cli.EXTRAS.items():
         dists = {d.lower().replace("_", "-") for m in modules for d in providers.get(m, [])}
+        dists.discard("stepeval")  # the hydra_plugins namespace is shared: stepeval ships its own sweeper there
         assert dists == declared[extra], extra
 
 

@@ -48,3 +48,53 @@ def test_fingerprint_is_order_insensitive_for_mappings_and_safe_names_are_unique
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1}) != fingerprint({"a": 1, "b": 3})
     assert safe_name("plain-id_1") == "plain-id_1"
     assert safe_name("a/b") != safe_name("a b") and "/" not in safe_name("a/b")
+
+
+def test_group_commit_writes_each_records_files_before_the_record(tmp_path: Path):
+    import asyncio
+
+    from stepeval.store import GroupCommitter
+
+    log = RecordLog(tmp_path / "records" / "replay.jsonl")
+    committer = GroupCommitter(log)
+    seen: list[tuple[bool, bool]] = []
+    real = log.append_many
+
+    def append_many(records):  # when the records go in, every file of the batch is already in place
+        seen.extend(((tmp_path / "audio" / f"{r['turn']}.wav").exists(), (tmp_path / "audio").is_dir()) for r in records)
+        real(records)
+
+    log.append_many = append_many
+
+    async def go():
+        await asyncio.gather(
+            *(
+                committer.append({"conversation_id": "c", "turn": t}, [(tmp_path / "audio" / f"{t}.wav", b"RIFF%d" % t)])
+                for t in range(5)
+            )
+        )
+
+    asyncio.run(go())
+    log.close()
+    assert seen == [(True, True)] * 5
+    assert sorted(log.load()) == [("c", t) for t in range(5)]
+    assert [(tmp_path / "audio" / f"{t}.wav").read_bytes() for t in range(5)] == [b"RIFF%d" % t for t in range(5)]
+    assert not list((tmp_path / "audio").glob(".*.tmp"))
+
+
+def test_a_file_that_cannot_be_written_fails_its_batch_and_no_record_names_it(tmp_path: Path):
+    import asyncio
+
+    from stepeval.store import GroupCommitter
+
+    log = RecordLog(tmp_path / "records" / "replay.jsonl")
+    committer = GroupCommitter(log)
+    (tmp_path / "blocked").write_text("a file where the audio folder should be")
+
+    async def go():
+        await committer.append({"conversation_id": "c", "turn": 0}, [(tmp_path / "blocked" / "0.wav", b"RIFF")])
+
+    with pytest.raises(OSError, match="blocked"):
+        asyncio.run(go())
+    log.close()
+    assert log.load() == {}

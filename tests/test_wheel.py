@@ -38,7 +38,8 @@ defaults:
 
 def build_wheel(out: Path) -> Path:
     src = out / "src"
-    shutil.copytree(REPO / "stepeval", src / "stepeval", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in ("stepeval", "hydra_plugins"):  # every top-level package pyproject ships
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import io
 import json
 import threading
 from pathlib import Path
@@ -330,14 +332,16 @@ def test_preflight_refuses_a_404_from_models():
         check_endpoints(wire_client({"name": "m", "base_url": server.url + "/v1"}, 4))  # the right one passes
 
 
-def test_credentials_in_the_url_are_sent_as_query_and_basic_auth_and_never_shown():
+@pytest.mark.parametrize("http", ["sdk", "fast"])
+def test_credentials_in_the_url_are_sent_as_query_and_basic_auth_and_never_shown(http):
     from stepeval.client.build import check_endpoints, wire_client
 
     with FakeServer() as server:
         host = server.url.removeprefix("http://")
         server.script("/v1/models", Scripted(json={"object": "list", "data": [{"id": "m"}]}))
         server.script(PATH, Scripted(status=400, json={"error": {"message": "bad voice"}}))
-        wire = wire_client({"name": "m", "base_url": f"http://user:PW-SECRET-1@{host}/v1?api_key=Q-SECRET-2"}, 4)
+        url = f"http://user:PW-SECRET-1@{host}/v1?api_key=Q-SECRET-2"
+        wire = wire_client({"name": "m", "base_url": url, "http": http}, 4)
         check_endpoints(wire)
         with pytest.raises(TurnFailed) as info:
             ask(wire)
@@ -349,3 +353,38 @@ def test_credentials_in_the_url_are_sent_as_query_and_basic_auth_and_never_shown
     message = str(info.value)
     assert f"endpoint 0 (http://user:<redacted>@{host}/v1?api_key=<redacted>): HTTP 400: bad voice" == message
     assert "SECRET" not in repr(wire.pool.endpoints) + json.dumps(wire.describe())
+
+
+def test_http_auto_takes_the_lean_path_unless_the_model_streams():
+    from stepeval.client.build import wire_client
+    from stepeval.client.fast_http import FastWireClient
+
+    base = {"name": "m", "base_url": "http://127.0.0.1:9/v1"}
+    assert type(wire_client(base, 4)) is FastWireClient  # http unset: auto
+    assert type(wire_client({**base, "http": "auto", "stream": True}, 4)) is WireClient
+    assert type(wire_client({**base, "http": "sdk"}, 4)) is WireClient
+    with pytest.raises(ValueError, match="does not stream"):
+        wire_client({**base, "http": "fast", "stream": True}, 4)
+    with pytest.raises(ValueError, match="model.http='httpx': use auto, sdk"):
+        wire_client({**base, "http": "httpx"}, 4)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_mono_16_bit_reply_is_stored_as_it_came_and_others_are_encoded(tmp_path, channels):
+    frames = np.stack([tone(0.3, 24000, 300.0 + 100 * c) for c in range(channels)], axis=1)
+    sent = encoded(frames if channels > 1 else frames[:, 0], 24000)  # soundfile's own 16-bit WAV
+    with FakeServer() as server, RunStore(tmp_path / "run") as store:
+        server.fallback = lambda request: Scripted(json=completion(b64(sent)))
+        stage = ReplayStage(client(server), store, ReplaySettings("fp"), _conversations(tmp_path, 1, turns=1))
+        asyncio.run(run_stage_async(stage, store, progress=False))
+        record = store.log("replay").load()[("conv0", 0)]
+    stored = (tmp_path / "run" / record["audio"]).read_bytes()
+    assert record["audio_sha256"] == hashlib.sha256(stored).hexdigest()
+    heard, rate = audio_io.decode(stored)
+    expected, _ = audio_io.decode(sent)
+    assert rate == 24000
+    if channels == 1:
+        assert stored == sent and np.array_equal(heard, expected)
+    else:  # downmixed to the mono clip the harness scores, written as a 16-bit WAV of its own (one step of rounding)
+        assert stored != sent and sf.info(io.BytesIO(stored)).channels == 1
+        assert np.allclose(heard, expected, rtol=0, atol=1 / 32768 + 1e-7)

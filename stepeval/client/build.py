@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from stepeval.client.endpoints import Endpoint
 from stepeval.client.responder import InProcess
-from stepeval.client.wire import WireClient, WireSettings
 from stepeval.config import check_target, to_container
 from stepeval.secrets import register_secret, scrub
-from stepeval.transport import check_models
+
+if TYPE_CHECKING:  # the wire client (and the openai SDK under it) is imported only for a model with endpoints,
+    # so an in-process run, or a rerun that reuses every reply, starts without it (docs/performance.md)
+    from stepeval.client.endpoints import Endpoint
+    from stepeval.client.wire import WireClient
 
 # model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
 # so adding a replica, rotating a key or raising a timeout resumes the same run
@@ -34,6 +36,8 @@ def model_identity(model: dict) -> dict:
 
 
 def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
+    from stepeval.client.endpoints import Endpoint
+
     listed = list(model.get("endpoints") or [])
     if model.get("base_url"):
         listed.insert(0, {"base_url": model["base_url"], "api_key": model.get("api_key"), "concurrency": None})
@@ -53,6 +57,8 @@ def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
 
 
 def wire_client(model: dict, default_limit: int) -> WireClient:
+    from stepeval.client.wire import WireClient, WireSettings
+
     sampling = dict(model.get("sampling") or {})
     settings = WireSettings(
         wire_model=str(model.get("wire_model") or model["name"]),
@@ -66,9 +72,11 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
         send_metadata=bool(model.get("send_metadata", True)),
         extra_body=dict(model.get("extra_body") or {}),
     )
-    http = str(model.get("http") or "sdk")
-    if http not in ("sdk", "fast"):
-        raise ValueError(f"model.http={http!r}: use sdk (the openai SDK) or fast (aiohttp, docs/performance.md)")
+    http = str(model.get("http") or "auto")
+    if http not in ("auto", "sdk", "fast"):
+        raise ValueError(f"model.http={http!r}: use auto, sdk (the openai SDK) or fast (aiohttp, docs/performance.md)")
+    if http == "auto":  # the lean path wherever it can go; streaming is the SDK's
+        http = "sdk" if settings.stream else "fast"
     if http == "fast":
         if settings.stream:
             raise ValueError("model.http=fast does not stream: set model.stream=false or model.http=sdk")
@@ -81,6 +89,8 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
 def check_endpoints(client: WireClient, timeout_s: float = 10.0) -> None:
     """Fail before any turn if an endpoint cannot be reached, rejects the key or has no ``/models``
     (a wrong path); warn when it does not list the model (``stepeval serve`` answers any name)."""
+    from stepeval.transport import check_models
+
     for endpoint in client.pool.endpoints:
         check_models(
             endpoint.url,

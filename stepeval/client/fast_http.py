@@ -13,6 +13,7 @@ Streaming replies still go through the SDK.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import secrets
@@ -63,6 +64,11 @@ def _parse(content: bytes, fmt: str, where: str) -> Reply:
     return parse_completion(data, fmt, where)
 
 
+def _basic(user: str, password: str) -> str:
+    """The Authorization header httpx (the SDK path) sends for URL userinfo: UTF-8, base64."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 class _Body(dict):
     """A request body and its JSON bytes, made once per turn (retries send the same bytes)."""
 
@@ -75,6 +81,9 @@ class FastWireClient(WireClient):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._sessions: dict[int, aiohttp.ClientSession] = {}
+
+    def prepare_clip(self, audio, rate: int) -> None:
+        history_mod.wav_base64_json(audio, rate)  # the form ``encode_body`` splices (it keeps the plain one too)
 
     def request(self, history: list[Message], context: TurnContext) -> dict:
         """The body ``WireClient.request`` makes, carrying its serialised bytes (``encode_body``)."""
@@ -89,30 +98,31 @@ class FastWireClient(WireClient):
     def _session(self, endpoint) -> aiohttp.ClientSession:
         session = self._sessions.get(endpoint.index)
         if session is None:
-            headers = {"Authorization": f"Bearer {endpoint.api_key or 'EMPTY'}", "Content-Type": "application/json"}
-            connector = aiohttp.TCPConnector(limit=0, ssl=None if endpoint.base_url.startswith("https://") else False)
+            url = endpoint.url  # credentials in the URL: userinfo as Basic auth (as the SDK path sends it)
+            auth = _basic(*url.auth) if url.auth is not None else f"Bearer {endpoint.api_key or 'EMPTY'}"
+            headers = {"Authorization": auth, "Content-Type": "application/json"}
+            connector = aiohttp.TCPConnector(limit=0, ssl=None if url.base.startswith("https://") else False)
             session = aiohttp.ClientSession(headers=headers, connector=connector, json_serialize=json.dumps)
             self._sessions[endpoint.index] = session
         return session
 
     async def _once(self, slot, body: dict, started: float) -> Reply:
         endpoint = slot.endpoint
-        url = endpoint.base_url.rstrip("/") + "/chat/completions"
-        where = f"endpoint {endpoint.index} ({endpoint.base_url})"
-        request = httpx.Request("POST", url)  # what the SDK's exceptions carry
+        url = endpoint.url.join("chat/completions")  # base_url is the printable form: never sent
+        where = endpoint.where
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         data = body.encoded if isinstance(body, _Body) else json.dumps(body).encode()
         try:
-            async with self._session(endpoint).post(url, data=data, timeout=timeout) as raw:
+            async with self._session(endpoint).post(url, data=data, params=endpoint.url.query or None, timeout=timeout) as raw:
                 content = await raw.read()
                 status, headers = raw.status, dict(raw.headers)
         except asyncio.TimeoutError:
-            raise openai.APITimeoutError(request=request) from None
+            raise openai.APITimeoutError(request=httpx.Request("POST", url)) from None  # what the SDK's errors carry
         except aiohttp.ClientError as err:
-            raise openai.APIConnectionError(message=f"{type(err).__name__}: {err}", request=request) from err
+            raise openai.APIConnectionError(message=f"{type(err).__name__}: {err}", request=httpx.Request("POST", url)) from err
         total = time.perf_counter() - started
         if status >= 400:
-            response = httpx.Response(status, headers=headers, content=content, request=request)
+            response = httpx.Response(status, headers=headers, content=content, request=httpx.Request("POST", url))
             try:
                 error = json.loads(content)
             except ValueError:

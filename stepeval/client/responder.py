@@ -17,6 +17,8 @@ class Responder(Protocol):
 
     def describe(self) -> dict: ...
 
+    # optional: ``prepare_clip(audio, rate)``, work on a user clip that can be done before its turn, off the event loop
+
     async def aclose(self) -> None: ...
 
 

@@ -128,6 +128,11 @@ class WireClient:
     def capacity(self) -> int:
         return self.pool.capacity
 
+    def prepare_clip(self, audio: np.ndarray, rate: int) -> None:
+        """Encode a user clip for the wire ahead of its turn (the replay stage calls this in its reader thread,
+        so the event loop only splices the kept encoding in)."""
+        history_mod.wav_base64(audio, rate)
+
     def describe(self) -> dict:
         """What determines the replies; never endpoint URLs, keys, timeouts or retries (replicas must not matter)."""
         s = self.settings
@@ -256,7 +261,15 @@ def parse_completion(data: Any, fmt: str, where: str) -> Reply:
             reply.text = message["content"]
         sound = message.get("audio")
         if isinstance(sound, dict) and sound.get("data") and reply.audio is None:
-            reply.audio, reply.sample_rate = decode_audio(_b64(sound["data"], f"{where} choices[{n}]"), fmt, where)
+            raw = _b64(sound["data"], f"{where} choices[{n}]")
+            if fmt == "wav":
+                try:
+                    reply.audio, reply.sample_rate, storable = audio_io.decode_storable(raw, f"wav audio from {where}")
+                except ValueError as err:
+                    raise MalformedReply(str(err)) from None
+                reply.encoded = raw if storable else None
+            else:
+                reply.audio, reply.sample_rate = decode_audio(raw, fmt, where)
             reply.extra["audio_id"] = sound.get("id")
         if isinstance(sound, dict) and sound.get("transcript") and reply.transcript is None:
             reply.transcript = sound["transcript"]

@@ -8,6 +8,7 @@ reference units (as the Whisper paper and VoiceBench report WER), beside the mea
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 OVERALL = "overall"
@@ -15,40 +16,59 @@ CORPUS_SUFFIX = "_corpus"
 NOT_APPLICABLE = "not applicable"
 
 
-def _cell(values: pd.Series) -> dict:
-    scored = values.dropna()
+def _cell(values: np.ndarray) -> dict:
+    scored = values[~np.isnan(values)]
     return {
-        "mean": round(float(scored.mean()), 4) if len(scored) else None,
+        "mean": round(float(scored.sum() / len(scored)), 4) if len(scored) else None,  # what Series.mean() computes
         "scored": int(len(scored)),
-        "missing": int(values.isna().sum()),
+        "missing": int(len(values) - len(scored)),
     }
 
 
-def _corpus_cell(part: pd.DataFrame) -> dict:
+def _corpus_cell(units: np.ndarray, edits: np.ndarray) -> dict:
     """Total edits / total units over the turns whose counts are known; the others count as missing."""
-    known = part.dropna(subset=["units"])
-    units = float(known["units"].sum())
+    known = ~np.isnan(units)
+    total_units = float(units[known].sum())
+    known_edits = edits[known]
+    total_edits = float(np.where(np.isnan(known_edits), 0.0, known_edits).sum())  # as Series.sum() skips NaN
     return {
-        "mean": round(float(known["edits"].sum()) / units, 4) if units > 0 else None,
-        "scored": int(len(known)),
-        "missing": int(len(part) - len(known)),
+        "mean": round(total_edits / total_units, 4) if total_units > 0 else None,
+        "scored": int(known.sum()),
+        "missing": int(len(units) - known.sum()),
     }
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame:
+        return np.full(len(frame), np.nan)
+    return frame[name].to_numpy(dtype=float, na_value=np.nan)
 
 
 def summarise(frame: pd.DataFrame, metrics: list[str] | None = None) -> dict:
-    """Per metric: overall and per-category cells. ``frame`` is ``records.turn_scores`` output."""
+    """Per metric: overall and per-category cells. ``frame`` is ``records.turn_scores`` output.
+
+    Rows are grouped once (by metric, and by metric and category) and each cell reads its rows' values as a
+    numpy array, in the frame's order: the same sums as pandas' per-group ``mean()``, without a Series per cell.
+    """
     not_applicable: dict[str, list[str]] = dict(frame.attrs.get("not_applicable") or {})
     metrics = metrics or list(dict.fromkeys([*frame["metric"], *not_applicable]))
     categories = set(frame["category"].unique().tolist()) if len(frame) else set()
     categories |= {c for cats in not_applicable.values() for c in cats}
     out: dict = {"metrics": {}, "categories": sorted(categories), "not_applicable": not_applicable}
+    values, units, edits = _column(frame, "value"), _column(frame, "units"), _column(frame, "edits")
+    rows_of_metric = frame.groupby("metric", sort=False).indices if len(frame) else {}
+    rows_of_cell: dict[str, dict] = {}
+    if len(frame):
+        for (metric, category), rows in frame.groupby(["metric", "category"], sort=False).indices.items():
+            rows_of_cell.setdefault(metric, {})[category] = rows
     for metric in metrics:
-        part = frame[frame["metric"] == metric]
-        by_category = {cat: _cell(group["value"]) for cat, group in part.groupby("category", sort=True)}
-        out["metrics"][metric] = {OVERALL: _cell(part["value"]) if len(part) else None, "by_category": by_category}
-        if "units" in part and part["units"].notna().any():
-            corpus = {cat: _corpus_cell(group) for cat, group in part.groupby("category", sort=True)}
-            out["metrics"][metric + CORPUS_SUFFIX] = {OVERALL: _corpus_cell(part), "by_category": corpus}
+        rows = rows_of_metric.get(metric)
+        cells = {category: rows_of_cell[metric][category] for category in sorted(rows_of_cell.get(metric, {}))}
+        by_category = {category: _cell(values[r]) for category, r in cells.items()}
+        out["metrics"][metric] = {OVERALL: _cell(values[rows]) if rows is not None else None, "by_category": by_category}
+        if rows is not None and "units" in frame and not np.isnan(units[rows]).all():
+            corpus = {category: _corpus_cell(units[r], edits[r]) for category, r in cells.items()}
+            out["metrics"][metric + CORPUS_SUFFIX] = {OVERALL: _corpus_cell(units[rows], edits[rows]), "by_category": corpus}
     return out
 
 

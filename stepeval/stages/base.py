@@ -17,7 +17,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -25,7 +26,11 @@ from stepeval.records import FAILED, SKIPPED, Key, Record, record_type
 from stepeval.secrets import scrub
 from stepeval.store import GroupCommitter, RunStore
 
-Emit = Callable[[Record], Awaitable[None]]
+
+class Emit(Protocol):
+    """Makes a record durable (and current): ``files``, the (path, bytes) it points to, are written first."""
+
+    def __call__(self, record: Record, files: Sequence[tuple[Path, bytes]] = ()) -> Awaitable[None]: ...
 
 
 @dataclass
@@ -202,10 +207,10 @@ class StageRun:
         emitted: set[Key] = set()
         stats = self.stats
 
-        async def emit(record: Record) -> None:
+        async def emit(record: Record, files: Sequence[tuple[Path, bytes]] = ()) -> None:
             if record.error:
                 record.error = scrub(record.error)
-            await self.committer.append(record.to_json())
+            await self.committer.append(record.to_json(), files)
             emitted.add(record.key)
             if record.status == FAILED:
                 stats.failed += 1

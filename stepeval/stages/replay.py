@@ -1,7 +1,7 @@
 """The replay stage: conversations in parallel, turns in order, every turn saved.
 
 A unit is one conversation. Each finished turn is written (audio file first, then its record,
-fsynced) before the next starts, so a kill loses only the turns in flight. A turn's fingerprint
+fsynced, in the run's group commit) before the next starts, so a kill loses only the turns in flight. A turn's fingerprint
 chains the model, history policy, system prompt, seed, the user audio's sha256 and the previous
 turn's fingerprint, so all of a conversation's fingerprints are known before any model call.
 A turn that fails (the model, or unusable user audio) is recorded with its reason; the
@@ -11,9 +11,10 @@ conversation's later turns are recorded as skipped, and both are retried on the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,9 @@ class ReplayStage(Stage[ConversationUnit]):
         conv = unit.conversation
         earlier: list[history_mod.Exchange] = []
         failed_at: int | None = None
+        # every clip of the conversation in one trip to a worker thread (a trip costs about what reading a clip does)
+        prepare = getattr(self.responder, "prepare_clip", None)  # the wire client encodes each clip there too
+        clips = await asyncio.to_thread(_read_user_clips, conv.turns, unit.unreadable, prepare)
         for turn in conv.turns:
             key = (conv.id, turn.index)
             base = {
@@ -101,38 +105,38 @@ class ReplayStage(Stage[ConversationUnit]):
             if failed_at is not None:
                 await emit(ReplayRecord(**base, status=SKIPPED, error=f"turn {failed_at} failed earlier"))
                 continue
-            try:
-                if turn.index in unit.unreadable:
-                    raise audio_io.UnusableAudio(unit.unreadable[turn.index])
-                user_audio, user_rate = await asyncio.to_thread(_read_user_audio, turn.audio_path)
-            except (audio_io.UnusableAudio, OSError, ValueError, RuntimeError) as err:
-                await emit(ReplayRecord(**base, status=FAILED, error=f"user audio unusable: {err}"))
+            clip = clips[turn.index]
+            if isinstance(clip, Exception):
+                await emit(ReplayRecord(**base, status=FAILED, error=f"user audio unusable: {clip}"))
                 failed_at = turn.index
                 continue
+            user_audio, user_rate = clip
             record = stored.get(key)
             if record is None:
                 messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
-                record = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
-                await emit(record)
+                record, files = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
+                await emit(record, files)  # the reply's audio file, then its record, durable in one group commit
             if record.status != "ok":
                 failed_at = turn.index
                 continue
             earlier.append(history_mod.Exchange(user_audio, user_rate, turn.text, record.text or record.transcript))
 
-    async def _ask(self, base: dict, messages: list, context: TurnContext) -> ReplayRecord:
+    async def _ask(self, base: dict, messages: list, context: TurnContext) -> tuple[ReplayRecord, list[tuple[Path, bytes]]]:
+        """The turn's record and the files it points to (written by ``emit``, before the record)."""
         started = time.perf_counter()
+        files: list[tuple[Path, bytes]] = []
         try:
             reply = await self.responder.respond(messages, context)
-            record = await asyncio.to_thread(self._save, base, reply)  # encode + fsync off the event loop
+            record = self._record(base, reply, files)  # a 16-bit WAV encodes in tens of microseconds: no thread hop
         except asyncio.CancelledError:
             raise
         except Exception as err:  # any model failure is recorded; the run goes on
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            record = ReplayRecord(**base, status=FAILED, error=detail)
+            record, files = ReplayRecord(**base, status=FAILED, error=detail), []
         record.timings["wall_s"] = round(time.perf_counter() - started, 4)
-        return record
+        return record, files
 
-    def _save(self, base: dict, reply: Reply) -> ReplayRecord:
+    def _record(self, base: dict, reply: Reply, files: list[tuple[Path, bytes]]) -> ReplayRecord:
         record = ReplayRecord(
             **base,
             text=reply.text,
@@ -147,13 +151,35 @@ class ReplayStage(Stage[ConversationUnit]):
                 raise ValueError("reply has audio but no sample rate")
             samples = np.asarray(reply.audio, dtype=np.float32)
             path = self.store.reply_audio_path(base["conversation_id"], base["turn"])
-            record.audio_sha256 = audio_io.write_wav_atomic(path, samples, reply.sample_rate)
+            # a mono 16-bit WAV as received is kept as it came (the same samples, no re-encoding), else encoded
+            data = reply.encoded if reply.encoded is not None else audio_io.encode_wav(samples, reply.sample_rate)
+            files.append((path, data))
+            record.audio_sha256 = hashlib.sha256(data).hexdigest()
             record.audio = self.store.relative(path)
             record.sample_rate = reply.sample_rate
             record.duration_s = round(audio_io.duration(samples, reply.sample_rate), 4)
         elif reply.text is None:
             raise ValueError("reply has neither text nor audio")
         return record
+
+
+def _read_user_clips(
+    turns: Sequence, unreadable: dict[int, str], prepare: Callable[[np.ndarray, int], None] | None = None
+) -> dict[int, tuple[np.ndarray, int] | Exception]:
+    """Each turn's clip, or why it cannot be sent (a damaged clip fails its own turn, not the ones before it);
+    ``prepare`` (the responder's) is given each clip that can be sent."""
+    clips: dict[int, tuple[np.ndarray, int] | Exception] = {}
+    for turn in turns:
+        try:
+            if turn.index in unreadable:
+                raise ValueError(unreadable[turn.index])  # found unreadable while fingerprinting
+            clips[turn.index] = _read_user_audio(turn.audio_path)
+        except (audio_io.UnusableAudio, OSError, ValueError, RuntimeError) as err:
+            clips[turn.index] = err
+            continue
+        if prepare is not None:
+            prepare(*clips[turn.index])
+    return clips
 
 
 def _read_user_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -8,14 +8,16 @@ serve, each fail with one line naming the endpoint, before any turn or judge ite
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 
 from stepeval.secrets import scrub
 from stepeval.transport.errors import EndpointNotFound, EndpointRefusesKey, EndpointUnreachable, UnknownModel
 from stepeval.transport.urls import EndpointURL
+
+if TYPE_CHECKING:
+    import openai
 
 LOCAL_PLACEHOLDER_KEY = "EMPTY"  # what vLLM and llama.cpp accept when they run without --api-key
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ def quiet_http_logs() -> None:
 def open_client(url: EndpointURL, api_key: str | None, timeout: float | httpx.Timeout) -> openai.AsyncOpenAI:
     """An ``AsyncOpenAI`` with the SDK's retries off (ours are recorded), the URL's query as default
     query and its userinfo as Basic auth."""
+    import openai  # here, not at the top: a run that talks to no endpoint never pays for the SDK's import
+
     kwargs: dict[str, Any] = {}
     if url.auth is not None:
         kwargs["auth"] = url.auth  # (user, password): Basic auth in whichever httpx the SDK runs on

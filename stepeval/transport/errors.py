@@ -14,11 +14,12 @@ import enum
 import json
 import re
 import time
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from stepeval import secrets
+
+if TYPE_CHECKING:
+    import openai
 
 RETRY_STATUS = frozenset({408, 409, 429})
 FATAL_STATUS = frozenset({401, 403, 404})
@@ -101,6 +102,8 @@ def body_text(err: openai.APIStatusError) -> str:
 
 
 def classify(err: BaseException) -> Kind:
+    import openai
+
     if isinstance(err, AttemptError):
         return classify(err.cause)
     if isinstance(err, openai.APIStatusError):
@@ -120,12 +123,16 @@ def classify(err: BaseException) -> Kind:
 
 
 def status_of(err: BaseException) -> int | None:
+    import openai
+
     err = err.cause if isinstance(err, AttemptError) else err
     return err.status_code if isinstance(err, openai.APIStatusError) else None
 
 
 def describe(err: BaseException, where: str, timeout_s: float | None = None) -> str:
     """``<where>: <what went wrong>`` in one scrubbed line."""
+    import openai
+
     if isinstance(err, AttemptError):
         where, err = err.where, err.cause
     if isinstance(err, openai.APIStatusError):

@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import openai
-
 from stepeval.transport.errors import AttemptError, Kind, TransportError, classify, describe, retry_after, status_of
 
 T = TypeVar("T")
@@ -52,6 +50,8 @@ class Attempts:
 
 
 def wait_for(err: BaseException, attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    import openai
+
     cause = err.cause if isinstance(err, AttemptError) else err
     if isinstance(cause, openai.APIStatusError):
         told = retry_after(cause.response.headers if cause.response is not None else None)
@@ -73,6 +73,8 @@ async def call_with_retries(
     """``call()`` until it succeeds or fails for good; raises ``TransportError`` (kind, status, message).
 
     ``call`` may raise ``AttemptError(cause, where)`` to name the endpoint an attempt went to."""
+    import openai  # imported on first use: a run that talks to no endpoint never loads the SDK
+
     attempts = attempts if attempts is not None else Attempts()
     repeated: tuple[int | None, str] | None = None
     same = 0
