@@ -13,6 +13,7 @@ and resume without recomputation; writing always uses the current ``SCHEMA``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -24,6 +25,21 @@ RETRIED = frozenset({FAILED, SKIPPED})  # statuses a rerun computes again
 
 Key = tuple[str, int]
 R = TypeVar("R", bound="Record")
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 @dataclass
@@ -54,8 +70,11 @@ class Record:
         return self.status not in RETRIED
 
     def to_json(self) -> dict[str, Any]:
-        """The on-disk form: every field, ``None`` for the empty ones (so a reader sees the full schema)."""
-        return dataclasses.asdict(self)
+        """The on-disk form: every field, ``None`` for the empty ones (so a reader sees the full schema).
+
+        What ``dataclasses.asdict`` returns, without its ``deepcopy`` of every scalar (a tenth of a millisecond a
+        record, on the replay's event loop): containers are copied, the strings and numbers in them are immutable."""
+        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
 
     @classmethod
     def from_json(cls: type[R], raw: dict[str, Any]) -> R:
