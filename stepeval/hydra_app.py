@@ -53,20 +53,24 @@ def _job(cfg: DictConfig) -> str:
             print(f"  - {secrets.scrub(line)}", file=sys.stderr)
         if not cfg.allow_failures:
             _UNCLEAN.append(str(outcome.root))
-    _note_sweep_run(str(outcome.view_dir))
+    unclean = [secrets.scrub(line) for line in outcome.problems] if not cfg.allow_failures else []
+    _note_sweep_run(str(outcome.view_dir), unclean)
     return str(outcome.view_dir)
 
 
-def _note_sweep_run(run_dir: str) -> None:
-    """In a multirun, leave the run folder in the sweep folder: a launcher that runs jobs in other processes
-    (submitit) returns nothing to the sweep's comparison callback, which reads these notes instead."""
+def _note_sweep_run(run_dir: str, problems: list[str]) -> None:
+    """In a multirun, leave the run folder (and its problems, if any) in the sweep folder: a launcher that runs
+    jobs in other processes (submitit) returns nothing to the sweep's comparison callback, which reads these notes
+    instead, and ends the sweep with exit status 1 when a job noted problems."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from stepeval.reporting.comparison import note_run
+    from stepeval.reporting.comparison import note_problems, note_run
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         note_run(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, run_dir)
+        if problems:
+            note_problems(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, problems)
 
 
 def _scrub_sweep_file() -> None:

@@ -23,6 +23,8 @@ from stepeval.store import RecordLog
 from tests import slurm_standin
 from tests.run_helpers import only_run, run_command
 
+REPO = Path(__file__).resolve().parents[1]
+
 SAMPLE_TURNS = sum(len(c.turns) for c in loader.load(sources.bundled_sample()).conversations)
 
 
@@ -311,3 +313,23 @@ def test_multirun_through_submitit_local_writes_the_comparison_when_the_last_job
     assert any("stepeval fleet: replica 1 healthy" in log.read_text() for log in logs)
     runs = {p.name.split("-")[1] for p in tmp_path.iterdir() if p.is_dir() and p.name != "sweeps"}
     assert runs == {"silence", "parrot_fleet"}
+
+
+@pytest.mark.slow
+def test_a_submitit_job_with_failed_records_makes_the_sweep_exit_1_after_its_table(tmp_path: Path):
+    """The jobs run in other processes: their failures come back through the sweep's notes, not the parent's memory."""
+    broken = ["dataset=sample", "asr=none", "limit=1", "asr.engine={_target_:tests.broken_parts.NoNetworkASR}"]
+    submitit = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+
+    def sweep(results: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [*run_command(results, "--multirun", "model=silence,parrot", *broken, *extra), *submitit]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+
+    failed = sweep(tmp_path / "strict")
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "sweep job(s) #0, #1 ended with problems" in failed.stdout
+    assert (tmp_path / "strict" / "sweeps" / "comparison.md").is_file()  # the table is written first
+    accepted = sweep(tmp_path / "accepted", "allow_failures=true")
+    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    assert "ended with problems" not in accepted.stdout

@@ -46,6 +46,21 @@ def note_run(sweep_dir: str | Path, job_num: int, run_dir: str | Path) -> None:
     (folder / f"{int(job_num)}.txt").write_text(str(Path(run_dir).resolve()), encoding="utf-8")
 
 
+def note_problems(sweep_dir: str | Path, job_num: int, problems: list[str]) -> None:
+    """A sweep job that ended with problems (not accepted by allow_failures): the sweep's exit status says so,
+    also when the job ran in another process (submitit), where the launching process sees only its return value."""
+    folder = Path(sweep_dir) / NOTES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{int(job_num)}.problems").write_text("\n".join(problems), encoding="utf-8")
+
+
+def noted_problems(sweep_dir: str | Path) -> dict[int, list[str]]:
+    """Job number -> the problems it noted, for the jobs of this sweep that ended unclean."""
+    folder = Path(sweep_dir) / NOTES_DIR
+    notes = folder.glob("*.problems") if folder.is_dir() else []
+    return {int(p.stem): p.read_text(encoding="utf-8").splitlines() for p in sorted(notes, key=lambda p: int(p.stem))}
+
+
 def noted_runs(sweep_dir: str | Path) -> list[Path]:
     """The run folders sweep jobs noted, in job order."""
     folder = Path(sweep_dir) / NOTES_DIR
@@ -60,8 +75,9 @@ class SweepComparison(Callback):
         self.run_dirs: list[Path] = []
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        for note in (Path(config.hydra.sweep.dir) / NOTES_DIR).glob("*.txt"):  # an earlier sweep's notes
-            note.unlink()
+        for note in (Path(config.hydra.sweep.dir) / NOTES_DIR).glob("*.*"):  # an earlier sweep's notes
+            if note.suffix in (".txt", ".problems"):
+                note.unlink()
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -72,11 +88,15 @@ class SweepComparison(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         # submitit jobs ran in other processes (or on other nodes): their runs are known from the sweep's notes
         runs = self.run_dirs or noted_runs(config.hydra.sweep.dir)
-        if not runs:
-            return
-        summaries = [load_summary(d) for d in runs if (Path(d) / "summary.json").exists()]
-        table = comparison_table(summaries)
-        out = Path(config.hydra.sweep.dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(table, encoding="utf-8")
-        print(f"\n== Comparison of {len(summaries)} runs (saved to {out / 'comparison.md'}) ==\n{table}")
+        if runs:
+            summaries = [load_summary(d) for d in runs if (Path(d) / "summary.json").exists()]
+            table = comparison_table(summaries)
+            out = Path(config.hydra.sweep.dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "comparison.md").write_text(table, encoding="utf-8")
+            print(f"\n== Comparison of {len(summaries)} runs (saved to {out / 'comparison.md'}) ==\n{table}")
+        unclean = noted_problems(config.hydra.sweep.dir)
+        if unclean:  # after the table: a sweep with a job that ended unclean exits 1, wherever its jobs ran
+            jobs = ", ".join(f"#{n}" for n in unclean)
+            print(f"stepeval run: sweep job(s) {jobs} ended with problems (listed in their output): exit status 1")
+            raise SystemExit(1)  # Hydra warns about a callback's Exception and goes on; SystemExit ends the sweep
