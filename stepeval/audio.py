@@ -74,17 +74,13 @@ class UnusableAudio(ValueError):
         super().__init__(f"unusable audio {path}: {defect}")
 
 
-def wav_length_defect(path: str | Path) -> str | None:
-    """Compare a RIFF/WAVE header's declared data length with the bytes actually present.
+def wav_length_defect(data: bytes) -> str | None:
+    """Compare a RIFF/WAVE header's declared data length with the bytes actually present (a file's bytes, read
+    once and then decoded from the same bytes).
 
     libsndfile quietly reads what is there, so a WAV cut to a third decodes as a third of the turn;
     only the header says how long it should be.
     """
-    return wav_bytes_length_defect(Path(path).read_bytes())
-
-
-def wav_bytes_length_defect(data: bytes) -> str | None:
-    """``wav_length_defect`` of a file's bytes (read once, then decoded from the same bytes)."""
     size = len(data)
     with io.BytesIO(data) as fh:
         head = fh.read(12)
@@ -122,7 +118,7 @@ def read_checked(path: str | Path, rate: int | None = None) -> tuple[np.ndarray,
     (which become full-scale clicks once converted to 16-bit PCM).
     """
     data = Path(path).read_bytes()
-    defect = wav_bytes_length_defect(data)
+    defect = wav_length_defect(data)
     if defect:
         raise UnusableAudio(path, defect)
     try:
@@ -139,11 +135,10 @@ def read_checked(path: str | Path, rate: int | None = None) -> tuple[np.ndarray,
 
 def decode(data: bytes, rate: int | None = None, source: str = "audio bytes") -> tuple[np.ndarray, int]:
     """Decode encoded audio bytes (wav, flac, ogg, mp3...) to mono float32."""
-    try:
-        audio, sr = _decode_bytes(data)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(f"cannot decode {source}: {err}") from err
-    return _finish(audio, sr, rate)
+    mono, sr, _ = decode_storable(data, source)
+    if rate is not None and rate != sr:
+        return resample(mono, sr, rate), rate
+    return mono, sr
 
 
 def decode_storable(data: bytes, source: str = "audio bytes") -> tuple[np.ndarray, int, bool]:
@@ -151,12 +146,12 @@ def decode_storable(data: bytes, source: str = "audio bytes") -> tuple[np.ndarra
     samples ``encode_wav`` would write for them (16-bit values survive the float round trip), so a reply that
     arrives as one is kept byte for byte instead of re-encoded."""
     fast = _pcm16_wav(data)
-    if fast is not None:
-        frames, rate = fast
-        mono, rate = _finish(frames, rate, None)
-        return mono, rate, frames.shape[1] == 1
-    mono, rate = decode(data, source=source)
-    return mono, rate, False
+    try:
+        frames, sr = fast if fast is not None else sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise ValueError(f"cannot decode {source}: {err}") from err
+    mono, sr = _finish(frames, sr, None)
+    return mono, sr, fast is not None and frames.shape[1] == 1
 
 
 def _finish(audio: np.ndarray, sr: int, rate: int | None) -> tuple[np.ndarray, int]:

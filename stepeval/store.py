@@ -145,7 +145,8 @@ class GroupCommitter:
 
     A record may bring files it points to (a reply's audio): they are written (temporary, fsync,
     rename) in the same trip to the writer thread, before the batch's records, so a durable record
-    never names a file that is not. One thread hop per batch, not one per file."""
+    never names a file that is not. One thread hop per batch, not one per file. A record whose files
+    cannot be written is left out and its waiter gets the error; the rest of the batch is written."""
 
     def __init__(self, log: RecordLog):
         self.log = log
@@ -159,25 +160,33 @@ class GroupCommitter:
             self._writer = asyncio.create_task(self._drain())
         await future
 
-    def _write(self, batch: list) -> None:
+    def _write(self, batch: list) -> list[OSError | None]:
+        """Each entry's files, then the records whose files are in place; per entry, why it was left out."""
+        outcomes: list[OSError | None] = []
         for _, files, _ in batch:
-            for path, data in files:
-                write_bytes_atomic(path, data)
-        self.log.append_many([record for record, _, _ in batch])
+            try:
+                for path, data in files:
+                    write_bytes_atomic(path, data)
+                outcomes.append(None)
+            except OSError as err:
+                outcomes.append(err)
+        self.log.append_many([record for (record, _, _), err in zip(batch, outcomes, strict=True) if err is None])
+        return outcomes
 
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception as err:  # every waiter learns that its record was not written
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            for _, _, future in batch:
-                if not future.done():
+                outcomes = await asyncio.to_thread(self._write, batch)
+            except Exception as err:  # the log itself failed: every waiter learns that its record was not written
+                outcomes = [err] * len(batch)
+            for (_, _, future), err in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if err is None:
                     future.set_result(None)
+                else:
+                    future.set_exception(err)
 
 
 class RunStore:

@@ -82,7 +82,7 @@ def test_group_commit_writes_each_records_files_before_the_record(tmp_path: Path
     assert not list((tmp_path / "audio").glob(".*.tmp"))
 
 
-def test_a_file_that_cannot_be_written_fails_its_batch_and_no_record_names_it(tmp_path: Path):
+def test_a_file_that_cannot_be_written_fails_its_own_record_and_the_rest_of_the_batch_is_kept(tmp_path: Path):
     import asyncio
 
     from stepeval.store import GroupCommitter
@@ -92,9 +92,16 @@ def test_a_file_that_cannot_be_written_fails_its_batch_and_no_record_names_it(tm
     (tmp_path / "blocked").write_text("a file where the audio folder should be")
 
     async def go():
-        await committer.append({"conversation_id": "c", "turn": 0}, [(tmp_path / "blocked" / "0.wav", b"RIFF")])
+        return await asyncio.gather(
+            committer.append({"conversation_id": "c", "turn": 0}, [(tmp_path / "blocked" / "0.wav", b"RIFF")]),
+            committer.append({"conversation_id": "c", "turn": 1}, [(tmp_path / "audio" / "1.wav", b"RIFF1")]),
+            committer.append({"conversation_id": "c", "turn": 2}),
+            return_exceptions=True,
+        )
 
-    with pytest.raises(OSError, match="blocked"):
-        asyncio.run(go())
+    outcomes = asyncio.run(go())
     log.close()
-    assert log.load() == {}
+    assert isinstance(outcomes[0], OSError) and "blocked" in str(outcomes[0])
+    assert outcomes[1:] == [None, None]
+    assert sorted(log.load()) == [("c", 1), ("c", 2)]  # no record names the file that was not written
+    assert (tmp_path / "audio" / "1.wav").read_bytes() == b"RIFF1"

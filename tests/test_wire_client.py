@@ -388,3 +388,21 @@ def test_a_mono_16_bit_reply_is_stored_as_it_came_and_others_are_encoded(tmp_pat
     else:  # downmixed to the mono clip the harness scores, written as a 16-bit WAV of its own (one step of rounding)
         assert stored != sent and sf.info(io.BytesIO(stored)).channels == 1
         assert np.allclose(heard, expected, rtol=0, atol=1 / 32768 + 1e-7)
+
+
+def test_a_reply_that_cannot_be_saved_fails_its_turn_and_the_other_conversations_are_kept(tmp_path):
+    from stepeval.store import safe_name
+
+    spoken = b64(encoded(tone(0.2), 24000))
+    with FakeServer() as server, RunStore(tmp_path / "run") as store:
+        server.fallback = lambda request: Scripted(json=completion(spoken, transcript="ok"))
+        (tmp_path / "run" / "audio").mkdir(parents=True)
+        (tmp_path / "run" / "audio" / safe_name("conv1")).write_text("a file where conv1's audio folder should be")
+        stage = ReplayStage(client(server), store, ReplaySettings("fp", concurrency=4), _conversations(tmp_path, 3))
+        stats = asyncio.run(run_stage_async(stage, store, progress=False)).stats
+        records = store.log("replay").load()
+    assert (stats.computed, stats.failed, stats.skipped) == (4, 1, 1)
+    failed = records[("conv1", 0)]
+    assert failed["status"] == "failed" and failed["error"].startswith("reply not saved: ") and failed["audio"] is None
+    assert records[("conv1", 1)]["status"] == "skipped"
+    assert all(records[(c, t)]["status"] == "ok" for c in ("conv0", "conv2") for t in (0, 1))

@@ -93,12 +93,18 @@ def to_wire(history: list[Message], clip_data: Callable[[np.ndarray, int], str] 
 
 
 def decode_audio(data: bytes, fmt: str, where: str) -> tuple[np.ndarray, int]:
+    audio, rate, _ = decode_storable_audio(data, fmt, where)
+    return audio, rate
+
+
+def decode_storable_audio(data: bytes, fmt: str, where: str) -> tuple[np.ndarray, int, bool]:
+    """(samples, rate, whether ``data`` may be stored as it came: a complete mono 16-bit WAV, ``audio.decode_storable``)."""
     if fmt == "pcm16":
         if len(data) % 2:
             raise MalformedReply(f"{where}: pcm16 audio has an odd number of bytes ({len(data)})")
-        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, PCM16_RATE
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, PCM16_RATE, False
     try:
-        return audio_io.decode(data, source=f"{fmt} audio from {where}")
+        return audio_io.decode_storable(data, source=f"{fmt} audio from {where}")
     except ValueError as err:
         raise MalformedReply(str(err)) from None
 
@@ -262,14 +268,8 @@ def parse_completion(data: Any, fmt: str, where: str) -> Reply:
         sound = message.get("audio")
         if isinstance(sound, dict) and sound.get("data") and reply.audio is None:
             raw = _b64(sound["data"], f"{where} choices[{n}]")
-            if fmt == "wav":
-                try:
-                    reply.audio, reply.sample_rate, storable = audio_io.decode_storable(raw, f"wav audio from {where}")
-                except ValueError as err:
-                    raise MalformedReply(str(err)) from None
-                reply.encoded = raw if storable else None
-            else:
-                reply.audio, reply.sample_rate = decode_audio(raw, fmt, where)
+            reply.audio, reply.sample_rate, storable = decode_storable_audio(raw, fmt, where)
+            reply.encoded = raw if storable else None
             reply.extra["audio_id"] = sound.get("id")
         if isinstance(sound, dict) and sound.get("transcript") and reply.transcript is None:
             reply.transcript = sound["transcript"]

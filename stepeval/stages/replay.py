@@ -115,7 +115,11 @@ class ReplayStage(Stage[ConversationUnit]):
             if record is None:
                 messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
                 record, files = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
-                await emit(record, files)  # the reply's audio file, then its record, durable in one group commit
+                try:
+                    await emit(record, files)  # the reply's audio file, then its record, durable in one group commit
+                except OSError as err:  # its audio could not be saved: this turn failed (a full disk fails the next emit too)
+                    record = ReplayRecord(**base, status=FAILED, error=f"reply not saved: {err}")
+                    await emit(record)
             if record.status != "ok":
                 failed_at = turn.index
                 continue
