@@ -159,7 +159,7 @@ def test_score_turn_records_values_and_reasons(tmp_path):
     failed = signals.score_turn(replay("c", 3, None, status="failed", error="HTTP 500"), None, tmp_path)
     assert all(v is None for v in failed.values.values())
     assert set(failed.missing.values()) == {"turn failed: HTTP 500"}
-    text_only = signals.score_turn(replay("c", 4, None, text="hi"), None, tmp_path)
+    text_only = signals.score_turn(replay("c", 4, None, text="hi", speaks=False), None, tmp_path)
     assert set(text_only.missing.values()) == {"text-only reply: no speech"}
     no_asr = signals.score_turn(replay("c", 5, "reply.wav"), None, tmp_path, signals.SignalOptions(dnsmos=False, pitch=False))
     assert no_asr.missing["speech_detected"] == "ASR not run"
@@ -192,3 +192,77 @@ def test_replies_asr_heard_nothing_in_get_no_speaker_score(tmp_path):
     assert scored[("n", 2)].values["speaker_consistency"] is None
     assert "no speech recognised" in scored[("n", 2)].missing["speaker_consistency"]
     assert scored[("n", 0)].values["speaker_consistency"] is not None  # compared with turn 1 only
+
+
+@pytest.mark.parametrize("audio", [None, "zero.wav"], ids=["no audio", "zero samples"])
+def test_a_speaking_model_that_returns_nothing_answered_with_silence(tmp_path, audio):
+    """An empty reply is counted by the empty flag and has no speech; it is not 'text-only'."""
+    write(tmp_path, "zero.wav", np.zeros(0, dtype=np.float32))
+    asr = None if audio is None else {"status": "failed", "error": "nothing to transcribe"}
+    empty = signals.score_turn(replay("c", 0, audio, text="", speaks=True), asr, tmp_path)
+    assert empty.values["flag_empty"] == 1.0
+    assert empty.values["speech_detected"] == 0.0
+    assert empty.values["duration_s"] == 0.0
+    assert empty.values["text_speech_error"] is None and empty.missing["text_speech_error"] == "model returned no text channel"
+    assert "empty" in empty.missing["dnsmos_ovrl"] and "empty" in empty.missing["speech_rate_wps"]
+    assert not any("text-only" in why for why in empty.missing.values())
+    # a text channel with no speech under it: every word of it is missing from the speech
+    spoke_nothing = signals.score_turn(replay("c", 1, audio, text="Hello there.", speaks=True), asr, tmp_path)
+    assert spoke_nothing.values["text_speech_error"] == 1.0
+    assert spoke_nothing.counts["text_speech_error"] == {"edits": 2, "units": 2, "unit": "word"}
+
+
+def test_empty_reply_breaks_no_speaker_comparison(tmp_path):
+    write(tmp_path, "a.wav", clip("speaker_same_1"))
+    scored = signals.score_conversation([replay("e", 0, "a.wav"), replay("e", 1, None, text="")], {}, tmp_path, VOICE_ONLY)
+    assert scored[("e", 1)].values["flag_empty"] == 1.0
+    assert "empty" in scored[("e", 1)].missing["speaker_consistency"]
+
+
+def _heard_as(text: str, language: str) -> dict:
+    return {"status": "ok", "text": text, "language": language, "engine": "faster-whisper"}
+
+
+def test_error_rate_unit_comes_from_the_reference_not_the_asr_language(tmp_path):
+    write(tmp_path, "reply.wav", clip("en_price"))
+    # a Chinese text channel heard as English: characters, counted against the 8 reference characters
+    zh = signals.score_turn(
+        replay("u", 0, "reply.wav", text="你好，今天天气很好。", language="zh"), _heard_as("Ni hao, nice weather", "en"), tmp_path
+    )
+    assert zh.counts["text_speech_error"]["unit"] == "char"
+    assert zh.counts["text_speech_error"]["units"] == 8  # 你好今天天气很好
+    assert zh.values["text_speech_error"] > 1.0  # a transcript in the wrong language is a large error in the right unit
+    # the speaking rate is counted in the reference's unit too, and the other unit's reason says why
+    assert zh.values["speech_rate_cps"] is not None and zh.values["speech_rate_wps"] is None
+    assert "characters/s" in zh.missing["speech_rate_wps"] and "text channel" in zh.missing["speech_rate_wps"]
+    # an English text channel heard as Chinese: words
+    en = signals.score_turn(
+        replay("u", 1, "reply.wav", text="It is a nice day.", language="en"), _heard_as("今天很好", "zh"), tmp_path
+    )
+    # five reference words; the unsegmented Chinese is one token: one substitution, four deletions
+    assert en.counts["text_speech_error"] == {"edits": 5, "units": 5, "unit": "word"}
+    assert en.values["speech_rate_wps"] is not None and "words/s" in en.missing["speech_rate_cps"]
+
+
+def test_speaking_rate_unit_without_text_channel_follows_the_turn_language(tmp_path):
+    write(tmp_path, "reply.wav", clip("en_price"))
+    # parrot-like: no text channel, a Mandarin turn heard as Thai: characters/s, from the turn's language
+    heard = signals.score_turn(replay("p", 0, "reply.wav", language="zh"), _heard_as("สวัสดี ครับ", "th"), tmp_path)
+    assert heard.values["speech_rate_cps"] is not None
+    assert "turn's language (zh)" in heard.missing["speech_rate_wps"]
+    unknown = signals.score_turn(replay("p", 1, "reply.wav", language=None), _heard_as("hello there", "en"), tmp_path)
+    assert unknown.values["speech_rate_wps"] is None and unknown.values["speech_rate_cps"] is None
+    assert "unit unknown" in unknown.missing["speech_rate_wps"]
+
+
+def test_the_judge_reads_an_empty_reply_as_empty_not_as_missing():
+    from stepeval.records import ReplayRecord
+    from stepeval.stages.judge import reply_side
+
+    base = {"conversation_id": "c", "turn": 0, "stage": "replay", "fingerprint": "f"}
+    empty = ReplayRecord(**base, text="", audio=None, speaks=True)
+    for reads in ("asr", "text_then_asr"):
+        side = reply_side(empty, None, reads, asr_enabled=True)
+        assert (side.text, side.source, side.missing) == ("", "empty_reply", None)
+    text_only = ReplayRecord(**base, text="hi", audio=None, speaks=False)
+    assert reply_side(text_only, None, "asr", asr_enabled=True).text is None

@@ -14,7 +14,6 @@ import re
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.asr.text_norm import resolve_language
 
 PITCH_RATE = 8000  # enough for F0 up to 1 kHz, and half the cost of 16 kHz
 FRAME_S = audio_io.FRAME_SECONDS
@@ -63,13 +62,13 @@ def flags(samples: np.ndarray, rate: int) -> dict[str, float]:
     }
 
 
-def speaking_rate(text: str, language: str | None, speech_seconds: float) -> tuple[str, float] | None:
-    """("speech_rate_cps", characters/s) for zh/yue/ja, ("speech_rate_wps", words/s) otherwise;
-    None when there is no text or no speech span. Latin words and numbers inside CJK text count one each."""
+def speaking_rate(text: str, unit_language: str, speech_seconds: float) -> tuple[str, float] | None:
+    """("speech_rate_cps", characters/s) when ``unit_language`` (a normaliser kind from the reference,
+    ``resolve_language``) is zh or ja, ("speech_rate_wps", words/s) otherwise; None when there is no text
+    or no speech span. Latin words and numbers inside CJK text count one each."""
     if speech_seconds <= 0 or not text.strip():
         return None
-    kind = resolve_language(text, language)
-    if kind in ("zh", "ja"):
+    if unit_language in ("zh", "ja"):
         units = len(_CJK_CHAR.findall(text)) + len(_WORD.findall(_CJK_CHAR.sub(" ", text)))
         return ("speech_rate_cps", units / speech_seconds) if units else None
     words = len(_WORD.findall(text))

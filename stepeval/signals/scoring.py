@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from stepeval import audio as audio_io
-from stepeval.asr.text_norm import error_rate, language_family
+from stepeval.asr.text_norm import error_rate, language_family, resolve_language
 from stepeval.signals import dnsmos, plugins, prosody, speaker, utmos
 
-VERSION = "signals-v4"  # v4: error rates on the corrected number normalisation, with edit counts (corpus rates)
+# v4: error rates on the corrected number normalisation, with edit counts (corpus rates)
+# v5: a speaking model's empty reply is scored as silence; speaking-rate units from the reference, not the ASR
+VERSION = "signals-v5"
 BASIC = ("duration_s", "silence_share", "speech_detected", "language_match", "text_speech_error")
 QUALITY = (*dnsmos.METRICS, "utmos")
 FLAGS = ("flag_empty", "flag_silent", "flag_clipped", "flag_truncated")
@@ -27,6 +29,7 @@ PITCH = ("f0_median_hz", "f0_std_st", "f0_range_st")
 RATE_METRICS = ("speech_rate_cps", "speech_rate_wps")
 METRICS = (*BASIC, *QUALITY, "speaker_consistency", *RATE_METRICS, *PITCH, *FLAGS)
 Key = tuple[str, int]
+EMPTY_REPLY_RATE = 16000  # any rate will do for zero samples
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,10 @@ def score_turn(
         scores.set_all(options.metrics(), f"turn {replay.get('status')}: {replay.get('error') or ''}".strip())
         return scores
     if not replay.get("audio"):
-        scores.set_all(options.metrics(), "text-only reply: no speech")
-        return scores
+        if not replay.get("speaks", True):  # the score stage marks these not applicable; kept for direct callers
+            scores.set_all(options.metrics(), "text-only reply: no speech")
+            return scores
+        samples = empty_reply(replay)  # a model that speaks and returned no audio answered with silence
     if samples is None:
         samples = audio_io.read(audio_root / replay["audio"])
     audio, rate = samples
@@ -121,6 +126,11 @@ def score_turn(
     _plugins(scores, audio, rate, asr, options)
     scores.set("speaker_consistency", None, "needs the conversation's other replies (score_conversation)")
     return scores
+
+
+def empty_reply(replay: Mapping) -> tuple[np.ndarray, int]:
+    """The audio of a speaking model's reply that carried none: zero samples, so it is counted as empty."""
+    return np.zeros(0, dtype=np.float32), int(replay.get("sample_rate") or EMPTY_REPLY_RATE)
 
 
 def _plugins(scores: TurnScores, audio: np.ndarray, rate: int, asr: dict | None, options: SignalOptions) -> None:
@@ -176,14 +186,21 @@ def _pitch(scores: TurnScores, audio: np.ndarray, rate: int, options: SignalOpti
 
 
 def _heard(scores: TurnScores, replay: dict, asr: dict | None, audio: np.ndarray, rate: int) -> None:
-    """Metrics that need the transcript: speech detected, reply language, text/speech agreement, speaking rate."""
+    """Metrics that need the transcript: speech detected, reply language, text/speech agreement, speaking rate.
+    An empty reply (under 0.1 s of audio, or none) has no speech whatever the ASR says or whether it ran."""
     needs_asr = ("speech_detected", "language_match", "text_speech_error", *RATE_METRICS)
-    if asr is None or asr.get("status") != "ok":
+    empty = scores.values.get("flag_empty") == 1.0
+    if empty:
+        heard = ""
+    elif asr is None or asr.get("status") != "ok":
         scores.set_all(needs_asr, "ASR not run" if asr is None else f"ASR failed: {asr.get('error')}")
         return
-    heard = (asr.get("text") or "").strip()
+    else:
+        heard = (asr.get("text") or "").strip()
     scores.set("speech_detected", 1.0 if heard else 0.0)
-    if not heard:
+    if empty:
+        scores.set("language_match", None, "reply is empty: no speech, no language")
+    elif not heard:
         scores.set("language_match", None, "no speech recognised: reply language unknown")
     elif not asr.get("language"):
         scores.set("language_match", None, f"ASR engine {asr.get('engine') or '?'} reports no language")
@@ -196,28 +213,44 @@ def _heard(scores: TurnScores, replay: dict, asr: dict | None, audio: np.ndarray
     if not text:
         scores.set("text_speech_error", None, "model returned no text channel")
     else:
+        # the unit (CER or WER) comes from the reference, the model's own text, never from the transcript
         result = error_rate(text, heard, replay.get("language"))
         if result is None:
             scores.set("text_speech_error", None, "text channel empty after normalisation")
         else:
             scores.set("text_speech_error", result.value)
-            if getattr(result, "units", None):
-                scores.counts["text_speech_error"] = {"edits": int(result.edits), "units": int(result.units)}
+            scores.counts["text_speech_error"] = {"edits": int(result.edits), "units": int(result.units), "unit": result.unit}
 
-    spoken_language = asr.get("language") or replay.get("language")
-    rate_result = prosody.speaking_rate(heard, spoken_language, prosody.speech_span_seconds(audio, rate))
+    if empty:
+        scores.set_all(RATE_METRICS, "reply is empty: no speech to time")
+        return
+    kind = rate_unit_language(text, replay.get("language"))
+    if kind is None:
+        scores.set_all(RATE_METRICS, "speaking-rate unit unknown: the reply has no text channel and the turn no language")
+        return
+    rate_result = prosody.speaking_rate(heard, kind, prosody.speech_span_seconds(audio, rate))
     if rate_result is None:
         scores.set_all(RATE_METRICS, "no recognised words or no speech span")
         return
     name, value = rate_result
     scores.set(name, value)
+    source = "the text channel's script" if text else f"the turn's language ({replay.get('language')})"
     other = {
-        "speech_rate_wps": "words/s is for space-delimited languages; this reply is in characters/s (speech_rate_cps)",
-        "speech_rate_cps": "characters/s is for Chinese, Cantonese and Japanese; this reply is in words/s (speech_rate_wps)",
+        "speech_rate_wps": f"unit is characters/s (speech_rate_cps), from {source}",
+        "speech_rate_cps": f"unit is words/s (speech_rate_wps), from {source}",
     }
     for metric, why in other.items():
         if metric != name:
             scores.set(metric, None, why)
+
+
+def rate_unit_language(reference: str, language: str | None) -> str | None:
+    """Which language's unit a speaking rate is counted in: the reference's (the reply's text channel, by its
+    script, else the turn's declared language); None when neither says. Never the ASR's guess, so a
+    transcript in the wrong language is counted in the right unit."""
+    if reference.strip():
+        return resolve_language(reference, language)
+    return resolve_language("", language) if language else None
 
 
 def score_conversation(
@@ -242,9 +275,9 @@ def score_conversation(
             scores.error = f"scoring failed: {type(err).__name__}: {err}"
             scores.set_all(options.metrics(), scores.error)
         out[key] = scores
-        if samples is None:
-            why_not[key] = scores.missing.get("duration_s", "no speech")
-        elif scores.values.get("flag_empty") or scores.values.get("flag_silent"):
+        if samples is None and "duration_s" in scores.missing:
+            why_not[key] = scores.missing["duration_s"]
+        elif samples is None or scores.values.get("flag_empty") or scores.values.get("flag_silent"):
             why_not[key] = "reply is empty or silent: no voice to compare"
         elif scores.values.get("speech_detected") == 0.0:  # noise has a "voice" to an embedding model; no speaker
             why_not[key] = "no speech recognised: no voice to compare"

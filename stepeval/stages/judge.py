@@ -137,6 +137,8 @@ def reply_side(replay: ReplayRecord, asr: AsrRecord | None, reads: str, asr_enab
 
     def from_asr() -> Side:
         if not replay.audio:
+            if replay.speaks:  # a model that speaks and returned no audio said nothing: the judge reads that
+                return Side("", "empty_reply")
             return Side(None, None, f"reply has no audio to transcribe (judge.reads={reads})")
         if not asr_enabled:
             return Side(None, None, f"no ASR transcript of the reply: asr=none (judge.reads={reads})")

@@ -46,6 +46,8 @@ class _Transcribe(Stage[AudioUnit]):
         }
         try:
             samples, rate = audio_io.read(unit.path)
+            if samples.size == 0:  # an empty reply: nothing to hear, whatever the engine would make of it
+                return AsrRecord(**base, text="", engine="none: empty reply")
             heard = self.engine.transcribe(samples, rate, language=unit.language)
         except Exception as err:  # recorded as failed; the scores that need it are missing, a rerun retries it
             return AsrRecord(**base, status=FAILED, error=f"{type(err).__name__}: {err}")
