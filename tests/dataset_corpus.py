@@ -315,6 +315,18 @@ def chat_bare_clip_names(root: Path) -> None:
     write_jsonl(root / "data" / "test.jsonl", rows)
 
 
+def chat_unnamed_roles(root: Path) -> None:
+    """Entries {who, clip}: nothing named like a role, but only the A side's clips are audio (B answers in text)."""
+    write_clips(root)
+    rows = []
+    for conv, items in by_conv().items():
+        dialogue = []
+        for t in items:
+            dialogue += [{"who": "A", "clip": f"audio/{t.name}"}, {"who": "B", "clip": t.answer}]
+        rows.append({"id": conv, "category": items[0].category, "dialogue": dialogue})
+    write_parquet(root / "data" / "test.parquet", rows)
+
+
 LAYOUTS = {
     "nested_rounds": nested_rounds,
     "rows_per_turn_string_index_shuffled": rows_per_turn_string_index_shuffled,
@@ -331,6 +343,7 @@ LAYOUTS = {
     "parallel_lists_two_user_sides": parallel_lists_two_user_sides,
     "chat_caller_agent": chat_caller_agent,
     "chat_bare_clip_names": chat_bare_clip_names,
+    "chat_unnamed_roles": chat_unnamed_roles,
 }
 NEEDS_OVERRIDE = {"odd_column_names", "parallel_lists_two_user_sides", "chat_caller_agent", "chat_bare_clip_names"}
 CHINESE = {"chinese_columns", "chinese_chat"}
@@ -340,4 +353,5 @@ NO_TEXT = {
     "sharegpt",
     "flat_chat_rows",
     "chat_bare_clip_names",
+    "chat_unnamed_roles",
 }  # transcripts not published

@@ -6,6 +6,7 @@ as ``stepeval run`` does and loads the composed dataset section (the slow test r
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shlex
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 
 from stepeval.config import compose, to_container
-from stepeval.data import loader, sources
+from stepeval.data import chat, loader, sources
 from stepeval.data.columns import ColumnSpec, SchemaError
 from stepeval.data.inspect import inspect_command
 from stepeval.data.loader import OutsidePath
@@ -95,6 +96,7 @@ def test_layout_maps_or_prints_a_line_that_does(name: str, tmp_path: Path, capsy
         ("flat_chat_rows", ["role = role  (column: named like a role; 18 of 36 rows are user turns (user)",
                             "audio = content", "turn_index = turn_id"]),
         ("chinese_chat", ["role = 角色", "(用户); not replayed: 助手", "audio = 语音", "text = 文本"]),
+        ("chat_unnamed_roles", ["role = who:A  (turn field: by value; clip holds audio only in the entries whose who is 'A'"]),
     ],
 )  # fmt: skip
 def test_chat_formats_and_parallel_lists_are_detected_with_evidence(name: str, evidence: list[str], tmp_path: Path, capsys):
@@ -104,6 +106,51 @@ def test_chat_formats_and_parallel_lists_are_detected_with_evidence(name: str, e
     assert code == 0, err
     for line in evidence:
         assert line in out, (line, out)
+
+
+def test_printed_guesses_say_what_they_guess(tmp_path: Path, capsys):
+    root = tmp_path / "calls"
+    corpus.chat_caller_agent(root)
+    code, _, err = _inspect(root, tmp_path / "c", capsys)
+    assert code == 1 and "role = speaker:caller  (UNDECIDED: speaker takes 'caller', 'agent', none a user role" in err
+    assert 'dataset.columns.role="speaker:caller"' in _printed_line(err)
+    root = tmp_path / "parallel"
+    corpus.parallel_lists_two_user_sides(root)
+    code, _, err = _inspect(root, tmp_path / "c", capsys)
+    assert code == 1 and "several list columns hold audio: ['question_audios', 'prompt_audios_16k']" in err
+    tokens = _printed_line(err)
+    assert "dataset.columns.turns=question_audios" in tokens and "dataset.columns.audio=question_audios" in tokens
+
+
+def test_chat_content_parts(tmp_path: Path):
+    """The part shapes a chat's content may hold, each read to the reference the loader resolves."""
+    wav = corpus.turns()[0].wav_bytes()
+    b64 = base64.b64encode(wav).decode()
+    assert chat.audio_of([{"type": "input_audio", "input_audio": {"data": b64, "format": "flac"}}]) == {
+        "bytes": wav,
+        "path": "input_audio.flac",
+    }
+    assert chat.audio_of([{"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64," + b64}}])["bytes"] == wav
+    assert chat.audio_of([{"type": "audio_url", "audio_url": {"url": "file:///data/a.wav"}}]) == "/data/a.wav"
+    assert chat.audio_of([{"type": "text", "text": "hi"}, {"type": "audio", "audio": {"bytes": wav, "path": "x.wav"}}]) == {
+        "bytes": wav,
+        "path": "x.wav",
+    }
+    assert (
+        chat.text_of([{"type": "text", "text": "a"}, {"type": "audio", "audio": "x.wav"}, {"type": "text", "text": "b"}])
+        == "a\nb"
+    )
+    assert chat.parse_role("speaker:caller|Client") == ("speaker", frozenset({"caller", "client"}))
+    assert chat.parse_role("from") == ("from", None)
+    # two audio parts in one user message: an error naming the row and the field
+    root = tmp_path / "two"
+    corpus.openai_input_audio(root)
+    path = root / "data" / "test.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[2]["messages"][1]["content"].append(rows[2]["messages"][1]["content"][1])
+    corpus.write_jsonl(path, rows)
+    with pytest.raises(SchemaError, match=r"row 2 messages\[1\]\.content holds 2 audio parts; a user turn replays one"):
+        loader.load(sources.from_local(root), cache_dir=tmp_path / "c")
 
 
 def test_assistant_turns_are_never_replayed(tmp_path: Path):
@@ -242,3 +289,14 @@ def test_dotdot_that_stays_inside_the_folder_is_fine(tmp_path: Path):
     ds = loader.load(sources.from_local(root), cache_dir=tmp_path / "c")
     assert sum(len(c.turns) for c in ds.conversations) == 18
     assert all(t.audio_path.resolve().is_relative_to(root.resolve()) for c in ds.conversations for t in c.turns)
+
+
+def test_chat_read_through_datasets_maps_the_same(tmp_path: Path):
+    """The hub path (datasets.load_dataset) turns mixed string/part content into JSON text; it maps as the local path."""
+    root = tmp_path / "openai_input_audio"
+    corpus.openai_input_audio(root)
+    files = sources.from_datasets_folder(root, {"kind": "packaged"}, None, tmp_path / "datasets-cache")
+    assert isinstance(files.table.iloc[0]["messages"][1]["content"], str)  # what datasets made of the parts
+    ds = loader.load(files, cache_dir=tmp_path / "c")
+    assert ds.mapping.columns["audio"] == "content" and ds.mapping.columns["role"] == "role"
+    _check_conversations(ds, "openai_input_audio")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,27 @@ def is_user(role: Any) -> bool:
     return str(role if role is not None else "").strip().lower() in USER_ROLES
 
 
-def is_parts(value: Any) -> bool:
-    """A list of content parts: every entry a dict with a ``type``."""
+def as_parts(value: Any) -> Any:
+    """``datasets``' JSON loader turns content that is a string in some messages and parts in others into JSON text:
+    read such text back into its parts; any other value is returned as it is."""
+    if isinstance(value, str) and value.startswith("[{") and value.endswith("}]"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if _part_list(parsed) else value
+    return value
+
+
+def _part_list(value: Any) -> bool:
     if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
         return False
     return all(isinstance(p, dict) and p.get("type") is not None for p in value)
+
+
+def is_parts(value: Any) -> bool:
+    """A list of content parts (every entry a dict with a ``type``), or such a list as JSON text."""
+    return _part_list(as_parts(value))
 
 
 def _decode_b64(data: str, fmt: str | None) -> dict | None:
@@ -62,13 +79,15 @@ def _part_audio(part: dict) -> Any:
 
 def audio_parts(parts: Any) -> list[Any]:
     """The audio references of a content-part list (base64 data decoded to ``{"bytes", "path"}``)."""
-    if not is_parts(parts):
+    parts = as_parts(parts)
+    if not _part_list(parts):
         return []
     return [_part_audio(p) for p in parts if str(p.get("type")) in AUDIO_PART_TYPES]
 
 
 def text_of_parts(parts: Any) -> str | None:
-    texts = [str(p.get("text")) for p in parts if p.get("type") == "text" and p.get("text")] if is_parts(parts) else []
+    parts = as_parts(parts)
+    texts = [str(p.get("text")) for p in parts if p.get("type") == "text" and p.get("text")] if _part_list(parts) else []
     return "\n".join(texts) or None
 
 
