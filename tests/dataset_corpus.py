@@ -327,6 +327,18 @@ def chat_unnamed_roles(root: Path) -> None:
     write_parquet(root / "data" / "test.parquet", rows)
 
 
+def rows_caller_agent(root: Path) -> None:
+    """One row per utterance of a call: speaker caller/agent (no user role by name), both with audio."""
+    write_clips(root, answers=True)
+    rows = []
+    for t in turns():
+        rows.append({"call_id": t.conv, "seq": 2 * t.number, "speaker": "caller", "wav": f"audio/{t.name}",
+                     "text": t.text, "category": t.category})  # fmt: skip
+        rows.append({"call_id": t.conv, "seq": 2 * t.number + 1, "speaker": "agent", "wav": f"audio/answer_{t.name}",
+                     "text": t.answer, "category": t.category})  # fmt: skip
+    write_parquet(root / "data" / "test.parquet", rows)
+
+
 LAYOUTS = {
     "nested_rounds": nested_rounds,
     "rows_per_turn_string_index_shuffled": rows_per_turn_string_index_shuffled,
@@ -344,8 +356,15 @@ LAYOUTS = {
     "chat_caller_agent": chat_caller_agent,
     "chat_bare_clip_names": chat_bare_clip_names,
     "chat_unnamed_roles": chat_unnamed_roles,
+    "rows_caller_agent": rows_caller_agent,
 }
-NEEDS_OVERRIDE = {"odd_column_names", "parallel_lists_two_user_sides", "chat_caller_agent", "chat_bare_clip_names"}
+NEEDS_OVERRIDE = {
+    "odd_column_names",
+    "parallel_lists_two_user_sides",
+    "chat_caller_agent",
+    "chat_bare_clip_names",
+    "rows_caller_agent",
+}
 CHINESE = {"chinese_columns", "chinese_chat"}
 NO_TEXT = {
     "openai_input_audio",

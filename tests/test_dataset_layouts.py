@@ -216,21 +216,41 @@ def test_duplicate_conversation_ids_are_refused_by_inspect_and_run(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_stepeval_run_refuses_duplicate_ids_and_runs_a_chat_layout(tmp_path: Path):
-    """The real command: duplicate ids exit 1 naming them; a ShareGPT chat runs (parrot, no ASR) and exits 0."""
+def test_stepeval_run_refuses_duplicate_ids_and_takes_chat_layouts(tmp_path: Path, capsys):
+    """The real command: duplicate ids exit 1 naming them; a ShareGPT chat runs as detected (parrot, no ASR); a chat
+    that fails detection runs with the line `data inspect` printed, pasted as argv the way a shell splits it."""
     results = tmp_path / "results"
 
-    def run(root: Path) -> subprocess.CompletedProcess:
+    def run(root: Path, *tokens: str) -> subprocess.CompletedProcess:
         dataset = ["dataset=stepeval360", "dataset.source=local", f"dataset.local_dir={root}", f"dataset.cache_dir={tmp_path}"]
-        return stepeval_run(results, *dataset, "model=parrot", "asr=none", "progress=false", timeout=600)
+        return stepeval_run(results, *dataset, *tokens, "model=parrot", "asr=none", "progress=false", timeout=600)
 
     refused = run(_duplicated(tmp_path))
     assert refused.returncode == 1 and "'conv-a' on rows 0, 3" in refused.stderr, refused.stderr
+    assert not results.exists() or not any(results.iterdir())  # refused before a run folder was made
     corpus.sharegpt(tmp_path / "chat")
     done = run(tmp_path / "chat")
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((only_run(results) / "manifest.json").read_text())
     assert manifest["dataset"]["columns"]["role"] == "from" and manifest["dataset"]["turns"] == 18
+    corpus.chat_caller_agent(tmp_path / "calls")
+    code, _, err = _inspect(tmp_path / "calls", tmp_path, capsys)
+    assert code == 1
+    pasted = run(tmp_path / "calls", *_printed_line(err))
+    assert pasted.returncode == 0, pasted.stderr[-3000:]
+    manifests = [json.loads(p.read_text()) for p in results.glob("*/manifest.json")]
+    assert {m["dataset"]["columns"]["role"] for m in manifests} == {"from", "speaker:caller"}
+    assert all(m["dataset"]["turns"] == 18 for m in manifests)
+
+
+def test_run_identity_counts_role_but_not_allow_outside_paths():
+    """Which turns are replayed is part of the run; which files may be read is not (and runs from before keep names)."""
+    from stepeval.pipeline import run_name_for
+
+    base = ["dataset=stepeval360", "model=parrot"]
+    plain = run_name_for(compose(base))
+    assert run_name_for(compose([*base, "dataset.allow_outside_paths=true"])) == plain
+    assert run_name_for(compose([*base, "dataset.columns.role=from"])) != plain
 
 
 # -- references that leave the dataset's folder ------------------------------------------------------------------

@@ -28,16 +28,27 @@ from stepeval.data.columns import (
     split_path,
     text_value,
 )
-from stepeval.data.evidence import Table, evidence_line, groups_of, looks_like_audio, name_rank
+from stepeval.data.evidence import (  # the names detect exported before the split stay importable from here
+    AUDIO_MAGIC,
+    AUDIO_SUFFIXES,
+    NAMES,
+    NOT_USER_SIDE,
+    Decision,
+    Profile,
+    Table,
+    evidence_line,
+    groups_of,
+    looks_like_audio,
+    name_rank,
+)
 from stepeval.data.layout import LAYOUT_CHOICES
 
 REQUIRED = ("audio",)
 
 
 class Detector:
-    def __init__(self, df: pd.DataFrame, spec: ColumnSpec, source: str, full_rows: int | None = None):
+    def __init__(self, df: pd.DataFrame, spec: ColumnSpec, source: str):
         self.table = Table(df, spec, source)
-        self.full_rows = full_rows  # rows before keeping only user-role rows (turn layout with a role column)
 
     @property
     def decision(self):
@@ -91,6 +102,11 @@ class Detector:
                 f"{t.source}: dataset.columns.audio={spec.audio!r}: the entries of {turns_col!r} are audio references "
                 f"themselves, not structs with fields; give audio={turns_col}"
             )
+        if spec.role not in (None, NONE):
+            raise SchemaError(
+                f"{t.source}: dataset.columns.role={spec.role!r}: the entries of {turns_col!r} are audio references "
+                "without fields, every one a user turn; give role=none"
+            )
         d.settle("audio", turns_col, f"the entries of {turns_col} are the audio references")
         d.settle("role", None, "none: every entry is a user turn")
         d.candidates["audio"] = [turns_col]
@@ -101,7 +117,7 @@ class Detector:
         lists = [p for n, p in t.top.items() if p.kind == "list" and n != turns_col]
         same = [p for p in lists if [len(v) if is_list(v) else -1 for v in p.values] == lengths]
         texts = [p for p in same if all(isinstance(i, str) and not looks_like_audio(i) for v in p.values for i in v)]
-        named = [p for p in texts if name_rank(p.name, "text") is not None and not keys.NOT_USER_SIDE.search(p.name)]
+        named = [p for p in texts if name_rank(p.name, "text") is not None and not NOT_USER_SIDE.search(p.name)]
         d.candidates["text"] = [p.name for p in texts]
         if len(named) == 1:
             d.settle("text", named[0].name, "a list column named like transcripts, as many entries as the turns in every row")
@@ -145,10 +161,14 @@ class Detector:
         if spec.text is None:
             keys.pick_text(t, fields, taken, f"fields of {turns_col}", content_fallback=True)
 
-    def turn(self, role: str | None, role_note: str) -> None:
+    def turn(self, role: str | None, role_note: str, role_guessed: bool = False) -> None:
         t, d = self.table, self.decision
         taken: set[str] = set()
-        if role:
+        if role and role_guessed:
+            d.candidates["role"] = [role]
+            d.undecided("role", role, role_note)
+            taken.add(chat.parse_role(role)[0] or role)
+        elif role:
             d.settle("role", role, f"column: {role_note}")
             taken.add(chat.parse_role(role)[0] or role)
         elif t.spec.role == NONE:
@@ -177,13 +197,13 @@ class Detector:
             if self.decision.columns.get(key):
                 taken.add(str(self.decision.columns[key]))
 
-    def run(self, role: str | None = None, role_note: str = "") -> Mapping:
+    def run(self, role: str | None = None, role_note: str = "", role_guessed: bool = False) -> Mapping:
         d = self.decision
         chosen = layout.choose(self.table)
         if chosen == "conversation":
             self.conversation()
         else:
-            self.turn(role, role_note)
+            self.turn(role, role_note, role_guessed)
         if d.problems:
             raise SchemaError(self.failure(chosen))
         evidence = dict(d.evidence)
@@ -216,11 +236,29 @@ def detect(df: pd.DataFrame, spec: ColumnSpec, source: str) -> Mapping:
         raise DatasetEmpty(f"dataset is empty: 0 rows in {source}")
     probe = Detector(df, spec, source)
     role, note = layout.top_role(probe.table)
+    guessed = role is None and layout.choose(Table(df, spec, source)) == "turn"
+    if guessed:
+        role, note = layout.top_role_guess(probe.table)
     if role is None:
         return probe.run()
     column, is_user = chat.user_test(role)
     users = df[[is_user(v) for v in df[column]]].reset_index(drop=True)
-    return Detector(users, spec, source, full_rows=len(df)).run(role, note)
+    return Detector(users, spec, source).run(role, note, role_guessed=guessed)
 
 
-__all__ = ["LAYOUT_CHOICES", "REQUIRED", "detect", "evidence_line", "looks_like_audio", "name_rank", "text_value"]
+__all__ = [
+    "AUDIO_MAGIC",
+    "AUDIO_SUFFIXES",
+    "LAYOUT_CHOICES",
+    "NAMES",
+    "NOT_USER_SIDE",
+    "REQUIRED",
+    "Decision",
+    "Detector",
+    "Profile",
+    "detect",
+    "evidence_line",
+    "looks_like_audio",
+    "name_rank",
+    "text_value",
+]

@@ -28,7 +28,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     ),
     "turn_index": (
         "turn_index", "turn_idx", "turn_id", "turn", "turn_no", "turn_number", "round", "round_id", "round_index",
-        "t", "k", "step", "position", "order", "index", "轮次", "轮",
+        "t", "k", "step", "seq", "sequence", "position", "order", "index", "轮次", "轮",
     ),
     "audio": (
         "audio", "audio_path", "audio_file", "audio_filename", "wav", "wav_path", "speech", "speech_path", "path",

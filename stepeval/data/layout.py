@@ -243,3 +243,14 @@ def top_role(table: Table) -> tuple[str | None, str]:
             f"{table.source}: dataset.columns.role={given!r}: no row has a user role ({sorted(chat.USER_ROLES)}); values: {shown}"
         )
     return None, ""
+
+
+def top_role_guess(table: Table) -> tuple[str | None, str]:
+    """A column named like a role whose values name no user role (caller/agent): (``COLUMN:first value``, why)."""
+    if table.spec.role is not None:
+        return None, ""
+    rows = [
+        {p.name: v} for p in table.top.values() if p.kind == "str" and name_rank(p.name, "role") is not None for v in p.values
+    ]
+    guess, why = role_guess(rows)
+    return guess, why.replace("give role=", "rows of other values are not turns; give role=") if guess else ""
