@@ -151,6 +151,12 @@ def test_chat_content_parts(tmp_path: Path):
     corpus.write_jsonl(path, rows)
     with pytest.raises(SchemaError, match=r"row 2 messages\[1\]\.content holds 2 audio parts; a user turn replays one"):
         loader.load(sources.from_local(root), cache_dir=tmp_path / "c")
+    # inline audio that is not base64: named, not an unresolved "None"
+    rows[2]["messages"][1]["content"].pop()
+    rows[1]["messages"][3]["content"][1]["input_audio"]["data"] = "not base64 at all!"
+    corpus.write_jsonl(path, rows)
+    with pytest.raises(SchemaError, match=r"row 1 messages\[3\]\.content: its inline audio is not valid base64"):
+        loader.load(sources.from_local(root), cache_dir=tmp_path / "c")
 
 
 def test_assistant_turns_are_never_replayed(tmp_path: Path):

@@ -47,10 +47,13 @@ def is_parts(value: Any) -> bool:
     return _part_list(as_parts(value))
 
 
-def _decode_b64(data: str, fmt: str | None) -> dict | None:
+def _decode_b64(data: str, fmt: str | None, decode: bool = True) -> dict | None:
     if isinstance(data, str) and data.startswith("data:"):  # a data: URL
         head, _, data = data.partition(",")
         fmt = fmt or head.split("/", 1)[-1].split(";", 1)[0]
+    if not decode:  # detection only needs to know it is inline audio, not its bytes
+        suffix = str(fmt or "wav").lower()
+        return {"bytes": None, "path": f"input_audio.{suffix if suffix in _FORMATS else 'wav'}"} if data else None
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError, TypeError):
@@ -59,30 +62,30 @@ def _decode_b64(data: str, fmt: str | None) -> dict | None:
     return {"bytes": raw, "path": f"input_audio.{suffix if suffix in _FORMATS else 'wav'}"}
 
 
-def _part_audio(part: dict) -> Any:
+def _part_audio(part: dict, decode: bool = True) -> Any:
     kind = str(part.get("type"))
     body = part.get(kind)
     if kind == "input_audio" and isinstance(body, dict):
         if body.get("data") is not None:
-            return _decode_b64(body["data"], body.get("format"))
+            return _decode_b64(body["data"], body.get("format"), decode)
         body = body.get("url") or body.get("path")
     if isinstance(body, dict):  # {"url": ...} or a datasets Audio struct {"bytes", "path"}
         if "bytes" in body or "path" in body:
             return body if body.get("bytes") is not None else body.get("path")
         body = body.get("url")
     if isinstance(body, str) and body.startswith("data:"):
-        return _decode_b64(body, None)
+        return _decode_b64(body, None, decode)
     if isinstance(body, str) and body.startswith("file://"):
         return body[len("file://") :]
     return body
 
 
-def audio_parts(parts: Any) -> list[Any]:
-    """The audio references of a content-part list (base64 data decoded to ``{"bytes", "path"}``)."""
+def audio_parts(parts: Any, decode: bool = True) -> list[Any]:
+    """The audio references of a content-part list (base64 data decoded to ``{"bytes", "path"}`` when ``decode``)."""
     parts = as_parts(parts)
     if not _part_list(parts):
         return []
-    return [_part_audio(p) for p in parts if str(p.get("type")) in AUDIO_PART_TYPES]
+    return [_part_audio(p, decode) for p in parts if str(p.get("type")) in AUDIO_PART_TYPES]
 
 
 def text_of_parts(parts: Any) -> str | None:
@@ -91,10 +94,13 @@ def text_of_parts(parts: Any) -> str | None:
     return "\n".join(texts) or None
 
 
-def audio_of(value: Any) -> Any:
-    """What a content value holds as audio: its single audio part for a part list, else the value itself."""
+def audio_of(value: Any, decode: bool = True) -> Any:
+    """What a content value holds as audio: its single audio part for a part list, else the value itself.
+
+    ``decode=False`` (detection) leaves base64 data undecoded: ``{"bytes": None, "path": "input_audio.<format>"}``.
+    """
     if is_parts(value):
-        found = audio_parts(value)
+        found = audio_parts(value, decode)
         return found[0] if len(found) == 1 else (found or None)
     return value
 

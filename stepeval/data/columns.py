@@ -237,7 +237,10 @@ def _turns_from_list(items: Any, mapping: Mapping, source: str, parallel_text: A
         if isinstance(item, dict) and not entries_are_audio and not _is_audio_struct(item):
             if role_field and not is_user(get_path(item, role_field.split("."))):
                 continue  # assistant/reference turns are not replayed
-            audio = audio_of(get_path(item, audio_field.split(".")))
+            content = get_path(item, audio_field.split("."))
+            audio = audio_of(content)
+            if audio is None and audio_of(content, decode=False) is not None:
+                raise SchemaError(f"{source}: row {position} {where}.{audio_field}: its inline audio is not valid base64")
             if is_list(audio):
                 raise SchemaError(
                     f"{source}: row {position} {where}.{audio_field} holds {len(audio)} audio parts; a user turn replays one"

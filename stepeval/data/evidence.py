@@ -106,11 +106,11 @@ class Profile:
             else "number" if isinstance(sample, (int, float, np.integer, np.floating)) and not isinstance(sample, bool)
             else "str"
         )  # fmt: skip
-        profile.audio_share = sum(looks_like_audio(chat.audio_of(v)) for v in kept) / len(kept)
+        profile.audio_share = sum(looks_like_audio(chat.audio_of(v, decode=False)) for v in kept) / len(kept)
         if profile.kind in ("str", "number"):
             profile.unique = len({str(v) for v in kept})
             profile.integer = all(as_int(v) is not None for v in kept)
-        profile.example = short(chat.audio_of(sample) if profile.kind == "parts" else sample)
+        profile.example = short(chat.audio_of(sample, decode=False) if profile.kind == "parts" else sample)
         return profile
 
     @property
@@ -128,6 +128,8 @@ def as_int(value: Any) -> int | None:
 
 def short(value: Any) -> str:
     if isinstance(value, dict) and looks_like_audio(value):
+        if value.get("bytes") is None:
+            return f"{{path: {value.get('path')!r}}}"
         return f"{{path: {value.get('path')!r}, bytes: {len(value.get('bytes') or b'')} B}}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -202,6 +204,7 @@ class Table:
         self.rows = len(df)
         self.top = {name: Profile.of(name, list(df[name])) for name in self.names}
         self.decision = Decision()
+        self.memo: dict[Any, Any] = {}  # per-table results that several rules ask for (a list column's entries)
 
     def column_values(self, path: str) -> list[Any] | None:
         parts = split_path(path, self.names)

@@ -100,6 +100,14 @@ def role_guess(dicts: list[dict]) -> tuple[str | None, str]:
 
 
 def entries(table: Table, column: str, given_role: str | None = None) -> Entries:
+    """The entries of a list column, profiled once per table (several rules ask)."""
+    key = ("entries", column, given_role)
+    if key not in table.memo:
+        table.memo[key] = _entries(table, column, given_role)
+    return table.memo[key]
+
+
+def _entries(table: Table, column: str, given_role: str | None) -> Entries:
     values = table.column_values(column) or []
     items = [i for row in values if is_list(row) for i in row][:SAMPLE_ENTRIES]
     out = Entries(column, items)
