@@ -263,14 +263,15 @@ def test_run_identity_counts_role_but_not_allow_outside_paths():
 
 
 def _outside_variants(tmp_path: Path) -> dict[str, Path]:
-    """The nested-rounds layout three times, one turn's reference leaving the folder by symlink, absolute path, ``..``."""
+    """The nested-rounds layout four times, one turn's reference leaving the folder by a symlinked file or folder, an
+    absolute path, ``..``."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     secret = outside / "secret.wav"
     corpus.write_clips(outside, ".")
     (outside / corpus.turns()[0].name).rename(secret)
     roots = {}
-    for kind in ("symlink", "absolute", "dotdot"):
+    for kind in ("symlink", "symlinked_folder", "absolute", "dotdot"):
         root = tmp_path / kind
         corpus.nested_rounds(root)
         path = root / "data" / "test-00000-of-00001.parquet"
@@ -279,6 +280,9 @@ def _outside_variants(tmp_path: Path) -> dict[str, Path]:
         if kind == "symlink":
             (root / "audio" / "link.wav").symlink_to(secret)
             rounds[1]["speech"] = "audio/link.wav"
+        elif kind == "symlinked_folder":
+            (root / "audio" / "more").symlink_to(outside, target_is_directory=True)
+            rounds[1]["speech"] = "audio/more/secret.wav"
         else:
             rounds[1]["speech"] = str(secret) if kind == "absolute" else "../../elsewhere/secret.wav"
         frame.at[1, "rounds"] = rounds

@@ -33,6 +33,7 @@ from stepeval.data.evidence import (  # the names detect exported before the spl
     AUDIO_SUFFIXES,
     NAMES,
     NOT_USER_SIDE,
+    PLACEHOLDER,
     Decision,
     Profile,
     Table,
@@ -69,7 +70,7 @@ class Detector:
             d.candidates["turns"] = [name for name, _ in lists] + [n for n in layout.chat_like(t) if n not in dict(found)]
             if not lists:
                 chats = layout.chat_like(t)
-                guess = chats[0] if chats else "<column>"
+                guess = chats[0] if chats else PLACEHOLDER
                 d.undecided(
                     "turns", guess, "no list column holds turns with audio" + (f" ({guess} holds turns)" if chats else "")
                 )
@@ -222,7 +223,11 @@ class Detector:
             cands = d.candidates.get(key)
             shown = f" | candidates: {', '.join(cands)}" if cands else ""
             lines.append(f"    {evidence_line(key, value, d.evidence.get(key, ''))}{shown}")
-        lines.append("  the full mapping, for `stepeval data inspect <source> ...` and `stepeval run ...` (edit any guess):")
+        blank = [k for k in CONFIG_KEYS if d.columns.get(k) == PLACEHOLDER]
+        if blank:  # no candidate at all: the line is not ready, and says which keys to fill in
+            lines.append(f"  no column could be {', '.join(blank)}: replace {PLACEHOLDER} in the mapping with the column to use:")
+        else:
+            lines.append("  the full mapping, for `stepeval data inspect <source> ...` and `stepeval run ...` (edit any guess):")
         lines.append(f"  {line}")
         return "\n".join(lines)
 

@@ -46,6 +46,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "role": ("role", "from", "speaker", "sender", "author", "角色", "说话人", "发言人"),
 }  # fmt: skip
 NOT_USER_SIDE = re.compile(r"(answer|reply|response|target|reference|output|assistant|回答|答案)", re.IGNORECASE)
+PLACEHOLDER = "<column>"  # the guess for a key no column could fill
 ID_WORD = re.compile(r"(^|[_\-\s.])(id|uid|idx|key)($|[_\-\s.])", re.IGNORECASE)
 
 

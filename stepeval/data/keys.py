@@ -10,6 +10,7 @@ from stepeval.data.columns import NONE
 from stepeval.data.evidence import (
     ID_WORD,
     NOT_USER_SIDE,
+    PLACEHOLDER,
     Profile,
     Table,
     as_int,
@@ -43,7 +44,7 @@ def pick_audio(table: Table, profiles: dict[str, Profile], where: str) -> None:
         d.settle("audio", p.name, f"{where}: named like audio; values (e.g. {p.example}) are matched to files by path or name")
     else:
         texts = [p for p in profiles.values() if p.kind in ("str", "parts")]
-        guess = named[0].name if named else texts[0].name if len(texts) == 1 else "<column>"
+        guess = named[0].name if named else texts[0].name if len(texts) == 1 else PLACEHOLDER
         d.undecided(
             "audio",
             guess,

@@ -94,8 +94,7 @@ class AudioIndex:
         if not ref:
             return None
         raw = str(ref).replace("\\", "/")
-        leaving = raw.startswith("/") or ".." in raw.split("/")
-        direct = [Path(raw)] if raw.startswith("/") else [base / raw for base in self.bases] if leaving else []
+        direct = [Path(raw)] if raw.startswith("/") else [base / raw for base in self.bases]
         for path in direct:  # ``../audio/x.wav`` from data/, resolved: inside the folder is fine
             if path.is_file() and self.inside(path):
                 return path
