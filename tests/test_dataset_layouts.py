@@ -330,3 +330,15 @@ def test_chat_read_through_datasets_maps_the_same(tmp_path: Path):
     ds = loader.load(files, cache_dir=tmp_path / "c")
     assert ds.mapping.columns["audio"] == "content" and ds.mapping.columns["role"] == "role"
     _check_conversations(ds, "openai_input_audio")
+
+
+def test_audio_given_as_a_path_into_a_chat_list_implies_the_turns(tmp_path: Path, capsys):
+    """`layout=conversation audio=messages.content` (the issue's attempt) keeps the explicit audio and finds the rest."""
+    root = tmp_path / "chat"
+    corpus.chat_bare_clip_names(root)
+    tokens = ["dataset.columns.layout=conversation", "dataset.columns.audio=messages.content"]
+    code, out, err = _inspect(root, tmp_path / "c", capsys, *tokens)
+    assert code == 0, err
+    assert "turns = messages  (given audio=messages.content is a field of its entries" in out
+    assert "role = role  (turn field: named like a role; 18 of 36 entries are user turns (user)" in out
+    _check_conversations(_run_dataset(root, tmp_path / "c", tokens), "chat_bare_clip_names")
