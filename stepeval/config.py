@@ -48,6 +48,7 @@ class ColumnsSchema:
     conversation_id: str | None = None
     turns: str | None = None
     turn_index: str | None = None
+    role: str | None = None  # the field/column telling user turns (replayed) from the others
     audio: str | None = None
     text: str | None = None
     category: str | None = None
@@ -65,6 +66,7 @@ class DatasetSchema:
     local_dir: str | None = None
     cache_dir: str | None = None
     columns: ColumnsSchema = field(default_factory=ColumnsSchema)
+    allow_outside_paths: bool = False  # audio references may open files outside the dataset's folder
 
 
 @dataclass

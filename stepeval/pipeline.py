@@ -47,7 +47,8 @@ EXTRA_HINT = {
 
 
 ADDED_DATASET_KEYS = ("split",)
-LABEL_DATASET_KEYS = ("cache_dir", "benchmark")  # where files go, what the set is called: not what the replies depend on
+# where files go, what the set is called, what may be read: not what the replies depend on
+LABEL_DATASET_KEYS = ("cache_dir", "benchmark", "allow_outside_paths")
 
 
 @dataclass
@@ -84,6 +85,8 @@ def run_name_for(cfg: DictConfig) -> str:
     dataset = {
         k: v for k, v in plain["dataset"].items() if k not in LABEL_DATASET_KEYS and not (k in ADDED_DATASET_KEYS and v is None)
     }
+    if isinstance(dataset.get("columns"), dict) and dataset["columns"].get("role") is None:  # columns.role came later
+        dataset["columns"] = {k: v for k, v in dataset["columns"].items() if k != "role"}
     model = model_identity(plain["model"])  # no endpoints, keys or timeouts: replicas must not change the run
     digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
     return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"

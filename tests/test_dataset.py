@@ -294,7 +294,7 @@ def test_undecidable_turn_rows_fail_with_the_full_mapping_line_that_then_works(t
     assert "Traceback" not in first.stderr
     assert "candidates: dlg" in first.stderr and "kind" in first.stderr
     tokens = _printed_line(first.stderr)
-    assert len(tokens) == 8  # every key, ready to paste
+    assert len(tokens) == 9  # every key (role included), ready to paste
     assert "dataset.columns.conversation_id=dlg" in tokens and "dataset.columns.category=kind" in tokens
     second = _inspect(root, *tokens)
     assert second.returncode == 0, second.stderr

@@ -8,9 +8,10 @@ The real StepEval-Audio-360 schema is not published, so the mapping is configura
 * ``turn``: one row per user turn, with a conversation id and (optionally) a turn index.
 
 A mapping value is a column name, a dotted path into a struct column (``meta.category``), or, for
-the per-turn keys of the conversation layout (``audio``, ``text``), a field of the turn entries
-(``speech``, or ``dialogue.speech`` with the list column's name first). ``none`` says the dataset has
-no such column. ``stepeval data inspect`` and ``stepeval run`` take the same ``dataset.columns.KEY=VALUE``.
+the per-turn keys of the conversation layout (``audio``, ``text``, ``role``), a field of the turn entries
+(``speech``, or ``dialogue.speech`` with the list column's name first); ``audio`` equal to ``turns`` says the
+entries themselves are the audio (parallel lists). ``none`` says the dataset has no such column.
+``stepeval data inspect`` and ``stepeval run`` take the same ``dataset.columns.KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CONFIG_KEYS = ("layout", "conversation_id", "turns", "turn_index", "audio", "text", "category", "language")
+from stepeval.data.chat import USER_ROLES, audio_of, text_of, user_test
+
+CONFIG_KEYS = ("layout", "conversation_id", "turns", "turn_index", "role", "audio", "text", "category", "language")
 LAYOUTS = ("auto", "conversation", "turn")
 NONE = "none"  # a mapping value meaning: this dataset has no such column
-USER_ROLES = {"user", "human", "speaker", "client", "usr", "q", "question", "query", "customer"}
 
 
 class SchemaError(ValueError):
@@ -45,6 +47,7 @@ class ColumnSpec:
     conversation_id: str | None = None
     turns: str | None = None
     turn_index: str | None = None
+    role: str | None = None  # the field/column telling user turns (replayed) from the others (the reference)
     audio: str | None = None
     text: str | None = None
     category: str | None = None
@@ -84,6 +87,8 @@ class ColumnSpec:
 class RawTurn:
     audio_ref: Any
     text: str | None
+    row: int | None = None  # where the reference came from, for errors: table row and column/field
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,11 @@ class Mapping:
     columns: dict[str, str | None]
     evidence: dict[str, str] = field(default_factory=dict)
     candidates: dict[str, list[str]] = field(default_factory=dict)
-    role: str | None = None  # conversation layout: the turn field that tells user turns from the others
+
+    @property
+    def role(self) -> str | None:
+        """The turn field (conversation layout) or column (turn layout) telling user turns from the others."""
+        return self.columns.get("role")
 
     def overrides(self) -> str:
         return overrides_line({"layout": self.layout, **self.columns})
@@ -218,21 +227,32 @@ def describe_columns(df: pd.DataFrame) -> str:
 
 def _turns_from_list(items: Any, mapping: Mapping, source: str, parallel_text: Any, position: int) -> list[RawTurn]:
     cols = mapping.columns
-    audio_field, text_field, role_field = cols.get("audio"), cols.get("text"), mapping.role
+    turns_col, audio_field, text_field = cols["turns"], cols.get("audio"), cols.get("text")
+    role_field, is_user = user_test(mapping.role)
+    entries_are_audio = audio_field in (None, NONE, turns_col)
     texts = list(parallel_text) if is_list(parallel_text) else None
     turns: list[RawTurn] = []
     for number, item in enumerate(list(items)):
-        if isinstance(item, dict) and audio_field is not None and not _is_audio_struct(item):
-            if role_field and str(item.get(role_field, "")).strip().lower() not in USER_ROLES:
+        where = f"{turns_col}[{number}]"
+        if isinstance(item, dict) and not entries_are_audio and not _is_audio_struct(item):
+            if role_field and not is_user(get_path(item, role_field.split("."))):
                 continue  # assistant/reference turns are not replayed
-            audio = get_path(item, audio_field.split("."))
-            text = text_value(get_path(item, text_field.split("."))) if text_field else None
-            turns.append(RawTurn(audio, text))
+            content = get_path(item, audio_field.split("."))
+            audio = audio_of(content)
+            if audio is None and audio_of(content, decode=False) is not None:
+                raise SchemaError(f"{source}: row {position} {where}.{audio_field}: its inline audio is not valid base64")
+            if is_list(audio):
+                raise SchemaError(
+                    f"{source}: row {position} {where}.{audio_field} holds {len(audio)} audio parts; a user turn replays one"
+                )
+            text = text_value(text_of(get_path(item, text_field.split(".")))) if text_field else None
+            turns.append(RawTurn(audio, text, position, f"{where}.{audio_field}"))
         else:
             text = text_value(texts[number]) if texts and number < len(texts) else None
-            turns.append(RawTurn(item, text))
+            turns.append(RawTurn(item, text, position, where))
     if not turns:
-        raise SchemaError(f"{source}: row {position} has no user turns in {cols['turns']!r}")
+        why = f" (none whose {role_field} is a user role: {mapping.role!r}, default {sorted(USER_ROLES)})" if role_field else ""
+        raise SchemaError(f"{source}: row {position} has no user turns in {turns_col!r}{why}")
     return turns
 
 
@@ -240,10 +260,29 @@ def _is_audio_struct(value: dict) -> bool:
     return set(value) <= {"bytes", "path", "array", "sampling_rate"} and ("bytes" in value or "path" in value)
 
 
+def _refuse_duplicates(ids: list[str], column: str | None, source: str) -> None:
+    """One row per conversation: an id seen on two rows is two conversations under one name."""
+    rows: dict[str, list[int]] = {}
+    for position, conv_id in enumerate(ids):
+        rows.setdefault(conv_id, []).append(position)
+    dupes = {k: v for k, v in rows.items() if len(v) > 1}
+    if dupes:
+        shown = "; ".join(f"{k!r} on rows {', '.join(map(str, v[:4]))}" for k, v in list(dupes.items())[:5])
+        raise SchemaError(
+            f"{source}: duplicate conversation ids in column {column!r} ({len(dupes)} ids on several rows): {shown}. "
+            "Each row is one conversation: remove the duplicate rows, name another id column "
+            "(dataset.columns.conversation_id=...), or number conversations by row (dataset.columns.conversation_id=none)"
+        )
+
+
 def to_conversations(df: pd.DataFrame, mapping: Mapping, source: str) -> list[RawConversation]:
     cols = mapping.columns
     names = [str(c) for c in df.columns]
-    paths = {k: split_path(v, names) for k, v in cols.items() if v}
+    role_column, is_user = user_test(cols.get("role"))
+    if mapping.layout == "turn" and role_column:
+        cols = {**cols, "role": role_column}
+    entry_keys = ("role",) if mapping.layout == "conversation" else ()  # a field of the turn entries, not a column
+    paths = {k: split_path(v, names) for k, v in cols.items() if v and k not in entry_keys}
     records = df.to_dict("records")
 
     def value(row: dict, key: str) -> Any:
@@ -253,6 +292,8 @@ def to_conversations(df: pd.DataFrame, mapping: Mapping, source: str) -> list[Ra
     out: list[RawConversation] = []
     if mapping.layout == "conversation":
         parallel = cols["text"] if cols.get("text") and cols["text"] in names and cols["text"] != cols["turns"] else None
+        if cols.get("conversation_id"):
+            _refuse_duplicates([str(text_value(value(r, "conversation_id"))) for r in records], cols["conversation_id"], source)
         for position, row in enumerate(records):
             conv_id = text_value(value(row, "conversation_id")) or f"row{position:04d}"
             items = value(row, "turns")
@@ -267,6 +308,8 @@ def to_conversations(df: pd.DataFrame, mapping: Mapping, source: str) -> list[Ra
 
     groups: dict[str, list[tuple[float, int, dict]]] = {}
     for position, row in enumerate(records):
+        if cols.get("role") and not is_user(value(row, "role")):
+            continue  # a row of an assistant/reference turn
         conv_id = text_value(value(row, "conversation_id")) if cols.get("conversation_id") else None
         conv_id = conv_id or f"row{position:04d}"
         order = value(row, "turn_index") if cols.get("turn_index") else position
@@ -278,7 +321,9 @@ def to_conversations(df: pd.DataFrame, mapping: Mapping, source: str) -> list[Ra
     for conv_id, rows in groups.items():
         rows.sort(key=lambda item: (item[0], item[1]))
         first = rows[0][2]
-        turns = tuple(RawTurn(value(r, "audio"), text_value(value(r, "text"))) for _, _, r in rows)
+        turns = tuple(
+            RawTurn(audio_of(value(r, "audio")), text_value(text_of(value(r, "text"))), p, cols.get("audio")) for _, p, r in rows
+        )
         category, language = text_value(value(first, "category")), text_value(value(first, "language"))
-        out.append(RawConversation(conv_id, category, language, turns))
+        out.append(RawConversation(conv_id, category, language, tuple(turns)))
     return out

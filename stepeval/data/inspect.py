@@ -36,6 +36,8 @@ def resolve_source(
 
 def _mapping_from(tokens: list[str], columns: list[str]) -> dict:
     mapping = parse_overrides(tokens)
+    for key in ("dataset.allow_outside_paths", "allow_outside_paths"):
+        mapping.pop(key, None)
     for item in columns:
         if "=" not in item:
             raise SchemaError(f"--column takes KEY=COLUMN, got {item!r}")
@@ -64,9 +66,14 @@ def inspect_command(
     columns: list[str],
     overrides: list[str] | None = None,
     split: str | None = None,
+    allow_outside_paths: bool = False,
 ) -> int:
     cache = Path(cache_dir).expanduser() if cache_dir else None
     try:
+        given = parse_overrides(overrides or [])
+        allow = allow_outside_paths or any(
+            str(given.get(k)).lower() == "true" for k in ("dataset.allow_outside_paths", "allow_outside_paths")
+        )
         spec = ColumnSpec.from_mapping(_mapping_from(overrides or [], columns))
         files = resolve_source(source, revision, split, cache)
         print(f"source: {files.provenance}")
@@ -76,13 +83,13 @@ def inspect_command(
         print(f"schema ({len(table)} rows):")
         for name, dtype in table.dtypes.items():
             print(f"  {name}: {dtype}")
-        ds = loader.load(files, spec, cache, strict=False)
+        ds = loader.load(files, spec, cache, strict=False, allow_outside_paths=allow)
     except (SchemaError, ArchiveError, UnsafeArchiveError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("mapping evidence:")
     for key, why in ds.mapping.evidence.items():
-        value = ds.mapping.layout if key == "layout" else ds.mapping.role if key == "role" else ds.mapping.columns.get(key)
+        value = ds.mapping.layout if key == "layout" else ds.mapping.columns.get(key)
         print(f"  {evidence_line(key, value, why)}")
     print(f"mapping (paste after `stepeval run` or `stepeval data inspect {source}`):\n  {ds.mapping.overrides()}")
     if ds.audio_dir:
@@ -129,11 +136,20 @@ def main(argv: list[str]) -> int:
         help=f"a hub dataset id (stepfun-ai/StepEval-Audio-360), a local folder, or a packaged set {sorted(sources.PACKAGED)}",
     )
     ins.add_argument(
-        "overrides", nargs="*", metavar="dataset.columns.KEY=VALUE", help="column mapping, exactly as for stepeval run"
+        "overrides",
+        nargs="*",
+        metavar="dataset.columns.KEY=VALUE",
+        help="column mapping, exactly as for stepeval run (and dataset.allow_outside_paths=true)",
     )
     ins.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     ins.add_argument("--split", default=None, help="hub/packaged split (default: the only one)")
     ins.add_argument("--cache-dir", default=None, help=CACHE_HELP)
+    ins.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let audio references open files outside the dataset's folder (symlinks, absolute paths, ..), "
+        "as dataset.allow_outside_paths=true",
+    )
     ins.add_argument(
         "--column",
         action="append",
@@ -142,4 +158,6 @@ def main(argv: list[str]) -> int:
         help="column mapping (repeatable), the same as dataset.columns.KEY=COLUMN",
     )
     args = parser.parse_args(argv)
-    return inspect_command(args.source, args.revision, args.cache_dir, args.column, args.overrides, args.split)
+    return inspect_command(
+        args.source, args.revision, args.cache_dir, args.column, args.overrides, args.split, args.allow_outside_paths
+    )

@@ -30,7 +30,8 @@ def default_cache_dir() -> Path:
 class DatasetFiles:
     """The files of one dataset snapshot, and where they came from (for the manifest).
 
-    ``table``: the rows already read (the ``datasets`` path); None means read ``parquet`` with pandas.
+    ``table``: the rows already read (the ``datasets`` path); None means read ``parquet`` with pandas
+    (parquet files, or JSON Lines files when the folder has no parquet).
     """
 
     root: Path
@@ -71,8 +72,9 @@ def from_folder(root: Path, provenance: dict, archive_name: str = "audios.tar.gz
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     parquet = sorted(p for p in root.rglob("*.parquet") if ".git" not in p.parts)
+    parquet = parquet or sorted(p for p in root.rglob("*.jsonl") if ".git" not in p.parts)  # a JSON Lines manifest
     if not parquet:
-        raise FileNotFoundError(f"no parquet files under {root} (expected data/*.parquet)")
+        raise FileNotFoundError(f"no parquet files under {root} (expected data/*.parquet, or *.jsonl)")
     for path in parquet:
         if path.stat().st_size < 1024 and path.read_bytes().startswith(b"version https://git-lfs"):
             raise FileNotFoundError(f"{path} is a Git LFS pointer, not the parquet file: run `git lfs pull` in {root}")

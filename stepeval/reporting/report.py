@@ -96,7 +96,8 @@ def dataset_conversations(manifest: dict) -> tuple[dict, str | None]:
         files = sources.resolve(source, location, cfg.get("revision"))
         spec = ColumnSpec.from_mapping(cfg.get("columns"))
         cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else None
-        loaded = loader.load(files, spec, cache_dir=cache, strict=False)
+        allow = bool(cfg.get("allow_outside_paths"))  # as the run read it
+        loaded = loader.load(files, spec, cache_dir=cache, strict=False, allow_outside_paths=allow)
     except Exception as err:  # the report still shows the replies and scores without the user side
         return {}, f"user audio and transcripts unavailable: could not load dataset {cfg.get('name')!r} ({err})"
     return {c.id: c for c in loaded.conversations}, None
