@@ -291,3 +291,40 @@ def test_the_manifest_and_notes_show_the_judge_url_without_its_credentials():
 def test_the_circuit_setting_is_checked():
     with pytest.raises(ValueError, match="judge.circuit_failures must be >= 1"):
         Settings(circuit_failures=0)
+
+
+@pytest.mark.slow
+def test_a_run_against_a_judge_that_cuts_every_stream_exits_1_and_its_rerun_asks_exactly_those(tmp_path: Path):
+    from tests.run_helpers import only_run, stepeval_run
+
+    cut = CUT_REPLIES["one token, then [DONE]"]
+    with FakeServer() as server:
+        server.fallback = judge_fake.serving(lambda request: cut, "fake-judge")
+        judged = [
+            "dataset=sample",
+            "model=canned",
+            "asr=none",
+            "limit=2",
+            "judge=openai_compatible",
+            f"judge.base_url={server.url}/v1",
+            "judge.model=fake-judge",
+            "judge.reads=text",
+            "judge.metrics=[relevance.v1]",
+            "judge.max_retries=1",
+            "judge.backoff_base_s=0.01",
+        ]
+        first = stepeval_run(tmp_path, *judged)
+        log = only_run(tmp_path) / "records" / "judge-relevance.jsonl"
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        cut_requests = len(server.requests_to(CHAT))
+        server.fallback = judge_fake.judge
+        second = stepeval_run(tmp_path, *judged)
+        rerun_requests = len(server.requests_to(CHAT)) - cut_requests
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "judge-relevance: 4 failed and 0 skipped of 4 records" in first.stderr + first.stdout
+    assert [r["status"] for r in records] == ["failed"] * 4 and cut_requests == 8  # 4 items, 2 attempts each
+    assert all("reply cut off" in r["error"] and r["metrics"]["relevance"] is None for r in records)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert rerun_requests == 4  # exactly the failed items
+    again = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["status"] for r in again[4:]] == ["ok"] * 4
