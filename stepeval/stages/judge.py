@@ -92,7 +92,7 @@ def printable_url(base_url: str | None) -> str:
         return OPENAI_DEFAULT
     for value in secrets.url_secrets(str(base_url)):
         secrets.register_secret(value)
-    return secrets.safe_url(str(base_url)).rstrip("/")
+    return secrets.safe_url(str(base_url))
 
 
 def _endpoint_info(judge: DictConfig, modality: str) -> dict:
