@@ -247,6 +247,26 @@ def test_a_judge_that_goes_down_stops_the_stage_with_one_line_not_a_backoff_per_
     assert len(stops) == 1 and f"127.0.0.1:{port}/v1" in stops[0]
 
 
+def test_the_judge_stage_with_judge_openai_compatible_defaults_against_llama_cpp_python(tmp_path: Path):
+    """The whole judge config as shipped (concurrency 4, one waiting, default retries), no server setting."""
+    with LlamaCppPythonServer() as server:
+        cfg = judge_config(f"judge.base_url={server.url}/v1", "judge.model=fake-judge")
+        c = judge_client(cfg)
+
+        async def go():
+            stage = judge_stage.JudgeStage(FACT, c, units(c, 12), cfg.concurrency)
+            try:
+                with RunStore(tmp_path) as store:
+                    return await run_stage_async(stage, store, progress=False)
+            finally:
+                await c.aclose()
+
+        result = asyncio.run(go())
+    assert cfg.concurrency == 4 and cfg.max_waiting == 1  # the defaults that used to get 87 of 88 replies cut
+    assert server.stats["interrupted"] >= 1
+    assert [(r.status, r.metrics["factuality"]) for r in result.current.values()] == [("ok", 1.0)] * 12
+
+
 # --- settings: which ones are the judge's identity, and credentials -----------------------------------
 
 
