@@ -252,6 +252,14 @@ def http_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def cut_off(record: dict) -> bool:
+    """A verdict stored by an earlier version from a reply that was cut off: status unparseable (or tied)
+    with a sample that has a raw reply and no finish reason. A transport failure, so never reused."""
+    if record.get("status") not in ("unparseable", "tied"):
+        return False
+    return any(isinstance(s, dict) and "error" not in s and not s.get("finish_reason") for s in record.get("samples") or [])
+
+
 def _finish_reason(data: dict) -> str | None:
     choices = data.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}

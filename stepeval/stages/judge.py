@@ -36,6 +36,7 @@ from stepeval.judging.llm_judge import (
     Verdict,
     add_usage,
     check_credentials,
+    cut_off,
     input_sha256,
     readable,
     text_messages,
@@ -238,9 +239,7 @@ class JudgeStage(Stage[JudgeUnit]):
 def cut_verdict(record: JudgeRecord) -> bool:
     """A verdict stored by an earlier version from a reply that was cut off (a sample with a raw reply but
     no finish reason): a transport failure that was taken for an unparseable grade, so it is asked again."""
-    if record.status not in ("unparseable", "tied"):
-        return False
-    return any(isinstance(s, dict) and "error" not in s and not s.get("finish_reason") for s in record.samples)
+    return cut_off({"status": record.status, "samples": record.samples})
 
 
 def _stopped(rubric: Rubric, base: dict, status: str, why: str) -> JudgeRecord:
