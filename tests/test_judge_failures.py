@@ -100,7 +100,7 @@ def test_a_cut_reply_then_a_whole_one_is_a_verdict():
 def test_single_slot_llama_cpp_python_works_with_the_default_settings(caplog, interrupt_requests: bool):
     """Its default interrupt_requests ends the running stream as soon as another request waits; the
     judge's defaults (4 in flight, one waiting) once cut 87 of 88 replies and stored them as grades."""
-    with LlamaCppPythonServer(interrupt_requests=interrupt_requests) as server:
+    with LlamaCppPythonServer(tokens=20, interrupt_requests=interrupt_requests) as server:
         c = JudgeClient("fake-judge", server.url + "/v1", None, Settings(), RetryPolicy())
         verdicts = judge_all(c, 8, concurrency=4)  # judge=openai_compatible's concurrency
     assert [(v.value, v.status) for v in verdicts] == [(1.0, "ok")] * 8
@@ -249,7 +249,7 @@ def test_a_judge_that_goes_down_stops_the_stage_with_one_line_not_a_backoff_per_
 
 def test_the_judge_stage_with_judge_openai_compatible_defaults_against_llama_cpp_python(tmp_path: Path):
     """The whole judge config as shipped (concurrency 4, one waiting, default retries), no server setting."""
-    with LlamaCppPythonServer() as server:
+    with LlamaCppPythonServer(tokens=20) as server:
         cfg = judge_config(f"judge.base_url={server.url}/v1", "judge.model=fake-judge")
         c = judge_client(cfg)
 
