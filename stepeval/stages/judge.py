@@ -355,20 +355,14 @@ def clients_for(judge: DictConfig, rubrics: list[Rubric]) -> dict[str, JudgeClie
 async def run_judges(
     judge: DictConfig, stages: list[JudgeStage], clients: dict[str, JudgeClient], store: RunStore, progress: bool
 ) -> list[StageResult]:
-    """Check each judge endpoint, then judge rubric after rubric; a judge that refuses every request
-    (wrong key, model or URL) stops the stage with what it said, keeping the verdicts written so far."""
+    """Check each judge endpoint (a wrong URL, key or model stops the run here, before the first item),
+    then judge rubric after rubric. A judge that stops mid-run (refused key, judge down) does not raise:
+    its items are recorded failed/skipped (``JudgeStage.compute``) and a later rubric's items are skipped
+    without a request."""
     try:
         for client in clients.values():
-            await client.preflight()  # a wrong URL, key or model name is found before the first item
-        results = []
-        for stage in stages:
-            try:
-                results.append(await run_stage_async(stage, store, progress))
-            except JudgeEndpointError as err:
-                raise JudgeEndpointError(
-                    f"{err} (judge records written so far are kept; fix the judge config and rerun)"
-                ) from None
-        return results
+            await client.preflight()
+        return [await run_stage_async(stage, store, progress) for stage in stages]
     finally:
         for client in clients.values():
             await client.aclose()
