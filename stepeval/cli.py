@@ -93,6 +93,9 @@ def usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from stepeval import secrets
+
+    secrets.install(argv)  # every command: its argument errors, prints and logs never echo a key or URL credential
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2

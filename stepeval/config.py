@@ -183,6 +183,7 @@ class JudgeSchema:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     retry_after_max_s: float = 300.0
+    circuit_failures: int | None = 5  # judge requests in a row that cannot connect: the judge stops; null: never
     price_input_per_mtok: float | None = None  # USD per 1M tokens, for the cost estimate
     price_output_per_mtok: float | None = None
     price_audio_input_per_mtok: float | None = None

@@ -40,7 +40,8 @@ class Request:
 @dataclass
 class Scripted:
     """One reply. ``json`` is serialised; ``body`` is sent as is; ``lines`` are streamed one by one
-    (``line_delay`` apart); ``delay`` sleeps before answering; ``drop`` closes the connection unanswered."""
+    (``line_delay`` apart); ``delay`` sleeps before answering; ``drop`` closes the connection unanswered;
+    ``cut`` closes it mid-body (streamed lines without the final chunk, half of a body of announced length)."""
 
     status: int = 200
     json: Any = None
@@ -50,6 +51,7 @@ class Scripted:
     delay: float = 0.0
     line_delay: float = 0.0
     drop: bool = False
+    cut: bool = False
     content_type: str = "application/json"
 
 
@@ -126,12 +128,22 @@ class FakeServer:
                         self.wfile.flush()
                         if reply.line_delay:
                             time.sleep(reply.line_delay)
+                    if reply.cut:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     self.wfile.write(b"0\r\n\r\n")
                     return
                 data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if reply.cut:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.wfile.write(data)
 
             do_GET = do_POST = _serve

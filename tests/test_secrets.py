@@ -5,9 +5,13 @@ grep every file the run writes and everything it prints."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +177,61 @@ def test_hydra_own_messages_do_not_echo_secrets(tmp_path):
     )
     assert "#0 : " in swept.stdout + swept.stderr  # Hydra's multirun job line, with its overrides
     assert _leaks(tmp_path, bad.stdout, bad.stderr, swept.stdout, swept.stderr) == {}
+
+
+JUDGE_SECRETS = ("JPWSECRET", "JQSECRET", "sk-JKEYSECRET")
+
+
+def _command(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("JUDGE_API_KEY", "OPENAI_API_KEY")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run([sys.executable, "-m", "stepeval.cli", *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def _found(root: Path, outputs: list[str], planted: tuple[str, ...]) -> dict[str, list[str]]:
+    texts = {f"output {i}": text for i, text in enumerate(outputs)}
+    texts.update({str(p): p.read_bytes().decode("utf-8", errors="replace") for p in root.rglob("*") if p.is_file()})
+    return {name: [s for s in planted if s in text] for name, text in texts.items() if any(s in text for s in planted)}
+
+
+@pytest.mark.slow
+def test_a_credentialed_judge_url_reaches_no_byte_of_run_report_leaderboard_compare_or_validate_judge(tmp_path):
+    """The judge URL carries a password and a query key: the judge gets both, no file or line shows either
+    (manifest, view.json, summary.json, table.md, records, report.html, leaderboard, compare, validation)."""
+    from tests import judge_fake
+
+    basic = base64.b64encode(b"judge:JPWSECRET").decode()
+    planted = (*JUDGE_SECRETS, basic)
+    results, out = tmp_path / "results", tmp_path / "out"
+    out.mkdir()
+    with FakeServer() as server:
+        server.fallback = judge_fake.judge
+        host = server.url.removeprefix("http://")
+        url = f"http://judge:JPWSECRET@{host}/v1?api_key=JQSECRET&region=eu"
+        judged = ["judge=openai_compatible", f"judge.base_url='{url}'", "judge.model=fake-judge", "judge.reads=text"]
+        common = ["dataset=sample", "model=canned", "asr=none", "limit=2", "judge.metrics=[factuality.v1,relevance.v1]"]
+        done = [_command("run", *common, *judged, f"results_dir={results}", "progress=false")]
+        assert done[0].returncode == 0, done[0].stderr[-3000:]
+        run = next(p for p in results.iterdir() if p.is_dir())
+        done.append(_command("report", str(run)))
+        done.append(_command("leaderboard", str(run), "--out", str(out / "leaderboard")))
+        gate = ["--baseline", str(run), "--candidate", str(run), "--summary-out", str(out / "compare.md")]
+        done.append(_command("compare", *gate))
+        validate = ["validate-judge", str(run), "judge=openai_compatible", f"judge.base_url={url}", "judge.model=fake-judge"]
+        done.append(_command(*validate, "judge.reads=text", "--limit", "2", "--no-repeat", "--controls", "shuffle", "truncate"))
+        refused = _command("validate-judge", str(run), url)  # the URL where an override belongs: an argument error
+        both = _command("run", *common, *judged, "judge.api_key=sk-JKEYSECRET", f"results_dir={tmp_path / 'r2'}")
+        sent = [r for r in server.requests if r.method == "POST"]
+    assert [d.returncode for d in done[1:4]] == [0, 0, 0], [d.stderr[-2000:] for d in done[1:4]]
+    assert done[4].returncode in (0, 1), done[4].stderr[-3000:]  # validated (pass or fail), not an error
+    assert refused.returncode == 2 and "expected judge=" in refused.stderr
+    assert "http://judge:<redacted>@" in refused.stderr
+    assert both.returncode != 0 and "carries credentials" in both.stderr and "judge.api_key is set too" in both.stderr
+    # the secrets were really used: the query key on every judge call, the password as Basic auth
+    assert sent and {r.query for r in sent} == {"api_key=JQSECRET&region=eu"}
+    assert {r.headers.get("Authorization") for r in sent} == {f"Basic {basic}"}
+    assert (run / "report.html").is_file() and any((out / "leaderboard").iterdir()) and (out / "compare.md").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["judge"]["endpoints"]["text"]["base_url"] == f"http://judge:<redacted>@{host}/v1?api_key=<redacted>&region=eu"
+    outputs = [text for d in [*done, refused, both] for text in (d.stdout, d.stderr)]
+    assert _found(tmp_path, outputs, planted) == {}

@@ -30,6 +30,7 @@ def judge_client(judge: DictConfig, modality: str = "text", limits: Limits | Non
         queue_timeout_s=judge.queue_timeout_s,
         max_waiting=judge.max_waiting,
         stream=judge.stream,
+        circuit_failures=judge.get("circuit_failures", 5),
     )
     policy = RetryPolicy(judge.max_retries, judge.backoff_base_s, judge.backoff_max_s, judge.retry_after_max_s)
     prices = Prices(judge.price_input_per_mtok, judge.price_output_per_mtok, judge.price_audio_input_per_mtok)

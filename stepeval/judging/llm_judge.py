@@ -9,6 +9,14 @@ Requests are streamed: the first chunk says the server has started on a request,
 ``timeout_s`` clock runs from there (a request waiting in the server's queue is bounded by
 ``queue_timeout_s`` instead), a ``StartGate`` keeps at most ``max_waiting`` requests queued at the
 server, and a request we give up on closes its stream, which stops the server generating for it.
+
+A reply that was cut (a stream with no finish reason, a connection closed mid-body) is a transport
+failure, retried and, if it stays cut, a failed verdict: never an "unparseable" grade. A cut that
+arrives while another of our requests waits at the server is what llama-cpp-python's default
+``interrupt_requests`` does: the client then sends one request at a time. The client stops for
+good (``stop``) on 401/403/404 or when ``circuit_failures`` requests in a row could not connect:
+nothing more is sent, requests in flight are cancelled, and every later ``judge`` call raises
+``JudgeStopped`` at once, so a caller records the rest as not asked instead of backing off per item.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +42,13 @@ from stepeval.transport import (
     EndpointURL,
     Kind,
     Limits,
+    ReplyCut,
     RetryPolicy,
     StartGate,
     TransportError,
     call_with_retries,
     check_models_async,
+    is_connect_failure,
     open_client,
 )
 from stepeval.transport.clients import LOCAL_PLACEHOLDER_KEY, quiet_http_logs
@@ -52,6 +63,7 @@ __all__ = [
     "LOCAL_PLACEHOLDER_KEY",
     "JudgeClient",
     "JudgeEndpointError",
+    "JudgeStopped",
     "Limits",
     "Prices",
     "RetryPolicy",
@@ -61,8 +73,30 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 class JudgeEndpointError(ValueError):
     """The judge endpoint rejects us for a reason no retry fixes (URL, key, permission, model name)."""
+
+
+class JudgeStopped(JudgeEndpointError):
+    """The client has stopped (a refused key, a judge that is down): this item was not asked, or its
+    request was cancelled. Its message is the one line that says why."""
+
+
+def check_credentials(base_url: str | None, api_key: str | None, where: str = "judge") -> None:
+    """A URL with ``user:password@`` and a configured key would both go in the Authorization header and
+    one would be dropped without a word (the key, as it was): refuse the pair, naming both."""
+    if not base_url or not api_key or api_key.strip().lower() in secrets.PLACEHOLDERS:
+        return
+    url = EndpointURL.parse(base_url, f"{where}.base_url")
+    if url.auth is not None:
+        raise ValueError(
+            f"{where}.base_url={url.display} carries credentials (user:password@) and {where}.api_key is set too "
+            f"(from the config or JUDGE_API_KEY / OPENAI_API_KEY): both would be the Authorization header, so one would "
+            f"not be sent. Keep one: remove the userinfo from {where}.base_url, or set {where}.api_key=null."
+        )
 
 
 HEADER = (
@@ -135,6 +169,7 @@ class Settings:
     queue_timeout_s: float = 600.0  # from sending to the server starting on it (its first streamed chunk)
     max_waiting: int | None = 1  # requests sent but not yet started by the server; None: no limit
     stream: bool = True
+    circuit_failures: int | None = 5  # connection failures in a row that stop the client; None: never
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -147,6 +182,8 @@ class Settings:
             )
         if self.max_waiting is not None and self.max_waiting < 1:
             raise ValueError(f"judge.max_waiting must be >= 1 or null, got {self.max_waiting}")
+        if self.circuit_failures is not None and self.circuit_failures < 1:
+            raise ValueError(f"judge.circuit_failures must be >= 1 or null, got {self.circuit_failures}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +232,38 @@ def add_usage(total: dict, usage: dict) -> dict:
         if isinstance(value, (int, float)):
             total[key] = total.get(key, 0) + value
     return total
+
+
+def openai_errors() -> tuple[type[BaseException], ...]:
+    import openai
+
+    return (openai.APIConnectionError, openai.APIStatusError)
+
+
+def http_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP libraries' own errors (the SDK runs on httpx2 where installed, else httpx)."""
+    errors: list[type[BaseException]] = [httpx.HTTPError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def cut_off(record: dict) -> bool:
+    """A verdict stored by an earlier version from a reply that was cut off: status unparseable (or tied)
+    with a sample that has a raw reply and no finish reason. A transport failure, so never reused."""
+    if record.get("status") not in ("unparseable", "tied"):
+        return False
+    return any(isinstance(s, dict) and "error" not in s and not s.get("finish_reason") for s in record.get("samples") or [])
+
+
+def _finish_reason(data: dict) -> str | None:
+    choices = data.get("choices") or []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    return choice.get("finish_reason")
 
 
 def _has_output(chunk: dict) -> bool:
@@ -256,6 +325,7 @@ class JudgeClient:
                 "(or judge.base_url for a local OpenAI-compatible server)"
             )
         secrets.register_secret(api_key)
+        check_credentials(base_url, api_key)
         self.model = model
         self.url = EndpointURL.parse(base_url or OPENAI_DEFAULT, "judge.base_url")
         self.base_url = secrets.safe_url(base_url) if base_url else None  # printable: credentials hidden
@@ -268,6 +338,9 @@ class JudgeClient:
         self.gate = StartGate(settings.max_waiting if settings.stream else None)
         self._streams: bool | None = None if settings.stream else False  # False once the server answers without streaming
         self._first_form = 0 if settings.structured_output else FORMS.index("text")
+        self.stopped: str | None = None  # why the client stopped (one line); None: it has not
+        self._inflight: set[asyncio.Task] = set()
+        self._connect_failures = 0  # requests in a row that could not connect
         # our deadlines (asyncio) come first; the SDK's is a backstop for a connection that hangs
         backstop = settings.queue_timeout_s + settings.timeout_s + 30 if settings.stream else settings.timeout_s
         self._client = open_client(self.url, api_key, httpx.Timeout(backstop, connect=min(30.0, backstop)))
@@ -337,6 +410,12 @@ class JudgeClient:
         try:
             async with asyncio.timeout(s.queue_timeout_s if staged else s.timeout_s) as deadline:
                 return await self._exchange(body, ticket, deadline)
+        except ReplyCut:
+            self._cut_while_others_waited()
+            raise
+        except openai_errors() as err:
+            self._connection_failed(err)
+            raise
         except TimeoutError:
             if not staged:
                 raise AttemptTimeout(f"no reply within timeout_s={s.timeout_s:g}") from None
@@ -350,11 +429,50 @@ class JudgeClient:
         finally:
             ticket.leave()  # leaving the block above closed the response: the server stops generating for it
 
+    def _cut_while_others_waited(self) -> None:
+        """A reply cut while another of ours was at the server: a server that interrupts the running
+        reply for a waiting one (llama-cpp-python's default). Send one at a time from now on."""
+        others = self.gate.waiting + self.gate.running - 1  # this request still holds its place
+        if self._streams is not False and others > 0 and self.gate.max_in_flight != 1:
+            self.gate.one_at_a_time()
+            log.warning(
+                "%s cut a streamed reply (no finish reason) while another request waited: a server that interrupts "
+                "the running reply for a waiting one (llama-cpp-python's default interrupt_requests). Sending one "
+                "request at a time from now on; start llama-cpp-python with --interrupt_requests false to keep one "
+                "waiting (docs/judging.md, per-server settings).",
+                self.endpoint,
+            )
+
+    def _connection_failed(self, err: BaseException) -> None:
+        if not is_connect_failure(err):
+            self._connect_failures = 0  # the server answered (an HTTP error), or dropped a reply midway
+            return
+        self._connect_failures += 1
+        limit = self.settings.circuit_failures
+        if limit is not None and self._connect_failures >= limit:
+            cause = err.__cause__
+            what = f"{type(cause).__name__}: {cause}" if cause else type(err).__name__
+            self.stop(
+                secrets.scrub(
+                    f"{self.endpoint}: {self._connect_failures} requests in a row could not connect ({what}): the judge is down"
+                )
+            )
+            raise JudgeEndpointError(self.stopped) from None
+
     async def _exchange(self, body: dict, ticket: Any, deadline: asyncio.Timeout) -> dict:
+        try:
+            return await self._exchange_once(body, ticket, deadline)
+        except http_errors() as err:  # raised while reading the body: the SDK wraps only errors before it
+            if type(err).__name__.endswith("Timeout"):
+                raise AttemptTimeout(f"no data from the server ({type(err).__name__})") from None
+            raise ReplyCut(f"the connection closed mid-reply ({type(err).__name__}: {err})") from None
+
+    async def _exchange_once(self, body: dict, ticket: Any, deadline: asyncio.Timeout) -> dict:
         extra = {k: v for k, v in body.items() if k not in ("model", "messages")}
         async with self._client.chat.completions.with_streaming_response.create(
             model=body["model"], messages=body["messages"], extra_body=extra
         ) as response:
+            self._connect_failures = 0
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # the server does not stream: queueing and generating cannot be told apart, so from now on
                 # the gate is off and timeout_s runs from sending
@@ -368,13 +486,17 @@ class JudgeClient:
                     raise StreamFailed(f"the reply is not JSON: {content[:200]!r}") from None
                 if not isinstance(data, dict):
                     raise StreamFailed(f"the reply is {type(data).__name__}, not a chat completion")
+                if not _finish_reason(data) and not data.get("error"):
+                    raise ReplyCut("the reply has no finish_reason: it was cut off before it was finished")
                 return data
             chunks: list[dict] = []
+            done = False
             async for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    done = True
                     break
                 try:
                     chunk = json.loads(payload)
@@ -389,7 +511,15 @@ class JudgeClient:
                 if not ticket.is_started and _has_output(chunk):
                     ticket.started()
                     deadline.reschedule(asyncio.get_running_loop().time() + self.settings.timeout_s)
-            return joined(chunks)
+            data = joined(chunks)
+            if not _finish_reason(data):
+                content = data["choices"][0]["message"]["content"] or ""
+                how = "[DONE] came before it" if done else "the stream closed before [DONE]"
+                raise ReplyCut(
+                    f"the streamed reply ended without a finish reason ({how}; {len(chunks)} chunk(s), "
+                    f"{len(content)} character(s) of content)"
+                )
+            return data
 
     async def _sample(self, messages: list[dict], rubric: Rubric, index: int) -> dict:
         s = self.settings
@@ -409,6 +539,7 @@ class JudgeClient:
                 )
             except TransportError as err:
                 if err.kind is Kind.FATAL:
+                    self.stop(err.message)
                     raise JudgeEndpointError(err.message) from None
                 if err.kind is Kind.INVALID and not last:
                     fallbacks.append({"response_format": form, "error": err.message})
@@ -443,7 +574,43 @@ class JudgeClient:
             **parsed.to_json(),
         }
 
+    def stop(self, reason: str) -> None:
+        """Stop for good: nothing more is sent, requests in flight are cancelled (closing a stream stops
+        the server generating for it), later ``judge`` calls raise ``JudgeStopped``. One line says so."""
+        if self.stopped is not None:
+            return
+        self.stopped = secrets.scrub(reason)
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            current = None
+        cancelled = [task for task in self._inflight if task is not current and not task.done()]
+        for task in cancelled:
+            task.cancel()
+        log.error(
+            "judge stopped: %s. Nothing more is sent to it (%d request(s) in flight cancelled); the items not "
+            "judged are recorded and asked again on the next run.",
+            self.stopped,
+            len(cancelled),
+        )
+
     async def judge(self, messages: list[dict], rubric: Rubric) -> Verdict:
+        """One item's verdict; raises ``JudgeStopped`` once the client has stopped (nothing is sent)."""
+        if self.stopped is not None:
+            raise JudgeStopped(self.stopped)
+        task = asyncio.ensure_future(self._judge(messages, rubric))
+        self._inflight.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.stopped is not None and task.cancelled() and (current is None or not current.cancelling()):
+                raise JudgeStopped(self.stopped) from None
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def _judge(self, messages: list[dict], rubric: Rubric) -> Verdict:
         samples = [await self._sample(messages, rubric, i) for i in range(self.settings.samples)]
         usage: dict = {"requests": sum(s.get("attempts", 0) for s in samples)}
         for s in samples:

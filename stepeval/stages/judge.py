@@ -4,7 +4,10 @@ A judge record's fingerprint is fingerprint(judge identity, rubric sha256, input
 rerun asks the judge again only where the judge, the rubric or what the judge would read changed
 (editing one rubric file recomputes that metric alone). Items that cannot be judged (turn failed,
 no transcript) and replies the judge graded unparseably are recorded with the metric null and a
-reason: missing, never 0. Requests that failed after our retries are retried on the next run.
+reason: missing, never 0. Requests that failed after our retries are retried on the next run, and so
+are the items a stopped judge (refused key, judge down) did not ask: they are recorded ``skipped``.
+A reply that was cut off is a failed request, never an unparseable verdict; verdicts stored that way by
+earlier versions (no finish reason in a sample) are not reused.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from stepeval import secrets
 from stepeval.applicability import Applicability
 from stepeval.judging import rubric as rubric_mod
 from stepeval.judging.audio_judge import USER_SIDES, audio_messages
@@ -26,16 +30,19 @@ from stepeval.judging.llm_judge import (
     OPENAI_DEFAULT,
     JudgeClient,
     JudgeEndpointError,
+    JudgeStopped,
     Prices,
     Turn,
     Verdict,
     add_usage,
+    check_credentials,
+    cut_off,
     input_sha256,
     readable,
     text_messages,
 )
 from stepeval.judging.rubric import Rubric
-from stepeval.records import AsrRecord, JudgeRecord, Key, ReplayRecord
+from stepeval.records import FAILED, SKIPPED, AsrRecord, JudgeRecord, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, StageResult, StageStats, Unit, run_stage_async
 from stepeval.store import RunStore, fingerprint
 from stepeval.transport import Limits
@@ -75,12 +82,23 @@ def _check(judge: DictConfig) -> list[Rubric]:
                 f"judge={judge.name}: model {model!r} is called at {OPENAI_DEFAULT} and needs an API key: "
                 "set OPENAI_API_KEY (or judge.base_url for a local OpenAI-compatible server)"
             )
+        check_credentials(base_url, judge.api_key, "judge.audio" if modality == "audio" and judge.audio_base_url else "judge")
     return rubrics
+
+
+def printable_url(base_url: str | None) -> str:
+    """The judge URL as every file and line shows it: userinfo and credential query values hidden (the
+    values are registered too, so they are scrubbed wherever else they are echoed)."""
+    if not base_url:
+        return OPENAI_DEFAULT
+    for value in secrets.url_secrets(str(base_url)):
+        secrets.register_secret(value)
+    return secrets.safe_url(str(base_url))
 
 
 def _endpoint_info(judge: DictConfig, modality: str) -> dict:
     model, base_url = endpoint(judge, modality)
-    return {"model": model, "base_url": base_url or OPENAI_DEFAULT}
+    return {"model": model, "base_url": printable_url(base_url)}
 
 
 def describe(judge: DictConfig) -> dict:
@@ -203,11 +221,35 @@ class JudgeStage(Stage[JudgeUnit]):
         """The planned units (run one after another); overlapped runs feed units per conversation."""
         self._units = units
 
+    def usable(self, record) -> bool:
+        return not cut_verdict(record)
+
     async def compute(self, unit: JudgeUnit, stored: dict, emit: Emit) -> None:
-        verdict = None if unit.messages is None else await self.client.judge(unit.messages, self.rubric)
+        try:
+            verdict = None if unit.messages is None else await self.client.judge(unit.messages, self.rubric)
+        except JudgeStopped as err:  # not asked, or cancelled in flight: the next run asks it
+            await emit(_stopped(self.rubric, unit.base, SKIPPED, f"not judged: the judge stopped: {err}"))
+            return
+        except JudgeEndpointError as err:  # this item's request was refused (401/403/404) or could not connect
+            await emit(_stopped(self.rubric, unit.base, FAILED, str(err)))
+            return
         if verdict is not None:
             add_usage(self.session_usage, verdict.usage)
         await emit(_record(self.rubric, unit.base, verdict))
+
+
+def cut_verdict(record: JudgeRecord) -> bool:
+    """A verdict stored by an earlier version from a reply that was cut off (a sample with a raw reply but
+    no finish reason): a transport failure that was taken for an unparseable grade, so it is asked again."""
+    return cut_off({"status": record.status, "samples": record.samples})
+
+
+def _stopped(rubric: Rubric, base: dict, status: str, why: str) -> JudgeRecord:
+    fields = {k: v for k, v in base.items() if k != "missing_input"}
+    aggregation = "majority" if rubric.scale == "yes_no" else "mean"
+    return JudgeRecord(
+        **fields, status=status, error=why, aggregation=aggregation, metrics={rubric.metric: None}, missing={rubric.metric: why}
+    )
 
 
 def plan(
@@ -315,20 +357,14 @@ def clients_for(judge: DictConfig, rubrics: list[Rubric]) -> dict[str, JudgeClie
 async def run_judges(
     judge: DictConfig, stages: list[JudgeStage], clients: dict[str, JudgeClient], store: RunStore, progress: bool
 ) -> list[StageResult]:
-    """Check each judge endpoint, then judge rubric after rubric; a judge that refuses every request
-    (wrong key, model or URL) stops the stage with what it said, keeping the verdicts written so far."""
+    """Check each judge endpoint (a wrong URL, key or model stops the run here, before the first item),
+    then judge rubric after rubric. A judge that stops mid-run (refused key, judge down) does not raise:
+    its items are recorded failed/skipped (``JudgeStage.compute``) and a later rubric's items are skipped
+    without a request."""
     try:
         for client in clients.values():
-            await client.preflight()  # a wrong URL, key or model name is found before the first item
-        results = []
-        for stage in stages:
-            try:
-                results.append(await run_stage_async(stage, store, progress))
-            except JudgeEndpointError as err:
-                raise JudgeEndpointError(
-                    f"{err} (judge records written so far are kept; fix the judge config and rerun)"
-                ) from None
-        return results
+            await client.preflight()
+        return [await run_stage_async(stage, store, progress) for stage in stages]
     finally:
         for client in clients.values():
             await client.aclose()
@@ -359,7 +395,7 @@ def notes(cfg: DictConfig, stats: list[StageStats]) -> list[str]:
     reads = {"asr": "the ASR transcript", "text": "the text channel", "text_then_asr": "the text channel (else ASR)"}
     names = ", ".join(str(m) for m in judge.metrics)
     out = [
-        f"Judge {judge.model or judge.audio_model} ({judge.base_url or OPENAI_DEFAULT}), rubrics {names} "
+        f"Judge {judge.model or judge.audio_model} ({printable_url(judge.base_url)}), rubrics {names} "
         f"(stepeval's own, docs/judging.md); the text judge reads {reads[judge.reads]} of each reply and the dataset "
         "transcript of each user turn (else its ASR)."
     ]
@@ -370,4 +406,10 @@ def notes(cfg: DictConfig, stats: list[StageStats]) -> list[str]:
         out.append(f"{unparseable} judge item(s) left unscored: unparseable judge reply (raw replies in records/judge-*.jsonl).")
     if no_input:
         out.append(f"{no_input} judge item(s) had nothing to judge (failed turn or no transcript; see records/judge-*.jsonl).")
+    not_asked = sum(s.skipped for s in judged)
+    if not_asked:
+        out.append(
+            f"{not_asked} judge item(s) not judged: the judge stopped (refused key or judge down; the reason is in "
+            "records/judge-*.jsonl); rerun the same command to ask them."
+        )
     return out

@@ -16,10 +16,12 @@ from stepeval.transport.errors import (
     EndpointRefusesKey,
     EndpointUnreachable,
     Kind,
+    ReplyCut,
     TransportError,
     UnknownModel,
     classify,
     describe,
+    is_connect_failure,
     retry_after,
 )
 from stepeval.transport.limits import Limits, StartGate
@@ -37,6 +39,7 @@ __all__ = [
     "EndpointUnreachable",
     "Kind",
     "Limits",
+    "ReplyCut",
     "RetryPolicy",
     "StartGate",
     "TransportError",
@@ -46,6 +49,7 @@ __all__ = [
     "check_models_async",
     "classify",
     "describe",
+    "is_connect_failure",
     "open_client",
     "retry_after",
 ]

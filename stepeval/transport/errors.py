@@ -46,6 +46,13 @@ class StreamFailed(Exception):
     """The server sent an error inside a streamed reply."""
 
 
+class ReplyCut(StreamFailed):
+    """The reply ended before it was finished: a stream with no finish reason (whether or not ``[DONE]``
+    came), a connection closed mid-body, a whole reply with ``finish_reason`` null. Always retried: what
+    arrived is part of a reply, never a verdict (llama-cpp-python's ``interrupt_requests``, a server
+    killed mid-reply and a proxy's timeout all look like this)."""
+
+
 class AttemptError(Exception):
     """One attempt's error with where it went (an endpoint may differ between attempts)."""
 
@@ -115,11 +122,25 @@ def classify(err: BaseException) -> Kind:
         if status >= 500:
             return Kind.INVALID if INVALID_BODY.search(body_text(err)) else Kind.RETRY
         return Kind.INVALID
+    if isinstance(err, ReplyCut):
+        return Kind.RETRY
     if isinstance(err, StreamFailed):
         return Kind.INVALID if INVALID_BODY.search(str(err)) else Kind.RETRY
     if isinstance(err, (openai.APIConnectionError, TimeoutError)):  # APITimeoutError is a connection error
         return Kind.RETRY
     return Kind.INVALID
+
+
+def is_connect_failure(err: BaseException) -> bool:
+    """No connection could be made at all (refused, unreachable, DNS, connect timeout): the server is
+    not there, as opposed to a server that answered badly or dropped a reply midway."""
+    import openai
+
+    err = err.cause if isinstance(err, AttemptError) else err
+    if not isinstance(err, openai.APIConnectionError):  # APITimeoutError is one too
+        return False
+    cause = err.__cause__
+    return cause is not None and type(cause).__name__ in ("ConnectError", "ConnectTimeout")
 
 
 def status_of(err: BaseException) -> int | None:
@@ -145,6 +166,8 @@ def describe(err: BaseException, where: str, timeout_s: float | None = None) -> 
     elif isinstance(err, openai.APIConnectionError):
         cause = err.__cause__ or err.__context__
         what = f"connection failed: {type(cause).__name__ if cause else 'error'}: {cause or err}"
+    elif isinstance(err, ReplyCut):
+        what = f"reply cut off: {str(err)[:MESSAGE_CHARS]}"
     elif isinstance(err, StreamFailed):
         what = f"error in the streamed reply: {str(err)[:MESSAGE_CHARS]}"
     else:

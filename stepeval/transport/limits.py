@@ -1,11 +1,13 @@
 """How fast and how many: requests and tokens per minute, and the server-start gate.
 
 ``StartGate`` keeps at most ``max_waiting`` of our requests sent but not yet started by the server
-(a streamed reply's first chunk says it started). A server with one slot then has one request
-generating and one waiting, never four queued behind each other running out their timeouts; a
-server that batches starts each request at once, so the gate opens again at once and the caller's
-own concurrency is the limit. This is how the useful concurrency is learned: ``peak_running``
-is the most requests the server was seen working on at once.
+(a streamed reply's first chunk says it started). A server with one slot that queues (llama.cpp,
+llama-cpp-python with ``interrupt_requests`` off) then has one request generating and one waiting,
+never four queued behind each other running out their timeouts; a server that batches starts each
+request at once, so the gate opens again at once and the caller's own concurrency is the limit.
+``peak_running`` is the most requests the server was seen working on at once. ``one_at_a_time()``
+also caps requests in flight at one: for a server that ends the running reply whenever another
+request waits (llama-cpp-python's default ``interrupt_requests``), nothing may wait.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class StartGate:
         if max_waiting is not None and max_waiting < 1:
             raise ValueError(f"max_waiting must be >= 1 or null, got {max_waiting}")
         self.max_waiting = max_waiting
+        self.max_in_flight: int | None = None  # waiting + running; None: no cap beyond max_waiting
         self.waiting = 0
         self.running = 0
         self.peak_running = 0
@@ -58,7 +61,13 @@ class StartGate:
         self.max_waiting = None
         self._wake()
 
+    def one_at_a_time(self) -> None:
+        """From now on a request is sent only when no other is waiting or running."""
+        self.max_in_flight = 1
+
     def _open(self) -> bool:
+        if self.max_in_flight is not None and self.waiting + self.running >= self.max_in_flight:
+            return False
         return self.max_waiting is None or self.waiting < self.max_waiting
 
     def _wake(self) -> None:

@@ -13,7 +13,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from stepeval.transport.errors import AttemptError, Kind, TransportError, classify, describe, retry_after, status_of
+from stepeval.transport.errors import (
+    AttemptError,
+    Kind,
+    StreamFailed,
+    TransportError,
+    classify,
+    describe,
+    retry_after,
+    status_of,
+)
 
 T = TypeVar("T")
 
@@ -82,7 +91,7 @@ async def call_with_retries(
         attempts.count += 1
         try:
             return await call()
-        except (openai.OpenAIError, TimeoutError, AttemptError) as err:
+        except (openai.OpenAIError, TimeoutError, AttemptError, StreamFailed) as err:
             kind = classify(err)
             note = describe(err, where, timeout_s)
             status = status_of(err)

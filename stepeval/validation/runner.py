@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stepeval.judging.configured import judge_client
-from stepeval.judging.llm_judge import JudgeClient, add_usage, input_sha256
+from stepeval.judging.llm_judge import JudgeClient, add_usage, cut_off, input_sha256
 from stepeval.judging.rubric import Rubric
 from stepeval.store import GroupCommitter, RecordLog, fingerprint
 from stepeval.validation.items import Item, judge_log
@@ -85,9 +85,12 @@ class CachedJudge:
         self.concurrency = max(1, int(concurrency))
         self.log = RecordLog(cache_path(run_dir, rubric.metric))
         self.committer = GroupCommitter(self.log)  # fsyncs off the event loop, batched
-        self.cache: dict[str, dict] = {r["fingerprint"]: r for r in read_lines(self.log.path) if r.get("status") != "failed"}
+        self.cache: dict[str, dict] = {
+            r["fingerprint"]: r for r in read_lines(self.log.path) if r.get("status") != "failed" and not cut_off(r)
+        }
         for record in RecordLog(judge_log(run_dir, rubric.metric)).load().values():
-            if record.get("status") not in (None, "failed", "no_input") and record.get("fingerprint"):
+            usable = record.get("status") not in (None, "failed", "skipped", "no_input") and not cut_off(record)
+            if usable and record.get("fingerprint"):
                 self.cache.setdefault(
                     record["fingerprint"],
                     {
