@@ -106,17 +106,18 @@ def release(state: Path, job_id: str) -> None:
 
 def requeue(state: Path, job_id: str, node: str) -> None:
     """As SLURM requeues a preempted job: its processes end, it queues again, and runs again on ``node``."""
-    _end_group(int((state / f"{job_id}.pid").read_text()))
-    (state / f"{job_id}.rc").unlink(missing_ok=True)
     restarts = state / f"{job_id}.restarts"
     restarts.write_text(str(int(restarts.read_text()) + 1 if restarts.exists() else 1))
+    (state / f"{job_id}.held").write_text("")  # REQUEUED from here on, until it runs again
+    _end_group(int((state / f"{job_id}.pid").read_text()))
+    (state / f"{job_id}.rc").unlink(missing_ok=True)
     (state / f"{job_id}.node").write_text(node)
-    if (state / "hold").exists():
-        (state / f"{job_id}.held").write_text("")
     previous = os.environ.get("STANDIN_SLURM_DIR")
     os.environ["STANDIN_SLURM_DIR"] = str(state)
     try:
         _launch(job_id)
+        if not (state / "hold").exists():
+            release(state, job_id)
     finally:
         if previous is None:
             os.environ.pop("STANDIN_SLURM_DIR")
@@ -210,13 +211,18 @@ def scancel(args: list[str]) -> int:
     if (state / "scancel_fails").exists():
         print(f"scancel: error: Kill job error on job id {args[0]}: Access/permission denied", file=sys.stderr)
         return 1
+    code = 0
     for job_id in [a for a in args if not a.startswith("-")]:
+        if job_state(job_id) in ("COMPLETED", "FAILED", "CANCELLED"):  # as SLURM answers for an ended job
+            print(f"scancel: error: Kill job error on job id {job_id}: Job/step already completing or completed", file=sys.stderr)
+            code = 1
+            continue
         (state / f"{job_id}.cancelled").write_text("")
         (state / f"{job_id}.held").unlink(missing_ok=True)
         pid_file = state / f"{job_id}.pid"
         if pid_file.exists():
             _end_group(int(pid_file.read_text()))
-    return 0
+    return code
 
 
 def _end_group(group: int) -> None:

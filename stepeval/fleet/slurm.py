@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,8 +275,21 @@ def stop_all(replicas: list[SlurmReplica], timeout_s: float, poll_s: float = 1.0
 
     Raises when scancel fails (the jobs may run on, holding their GPUs). Returns the job ids still not ended at
     the deadline; a Ctrl-C while waiting stops the wait (the cancel was sent), not the cancel."""
-    jobs = [r.job_id for r in replicas if r.job is not None and r.job_id is not None]
-    cancel(jobs)  # type: ignore[arg-type]
+    jobs = [str(r.job_id) for r in replicas if r.job is not None and r.job_id is not None]
+    if not jobs:
+        return []
+    try:
+        known = job_states(jobs)
+        jobs = [j for j in jobs if known[j].alive]  # scancel refuses an ended job (and says so, exit 1)
+    except RuntimeError:
+        pass  # no answer from SLURM: cancel them all
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # a Ctrl-C must not cut the cancel
+    try:
+        cancel(jobs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + timeout_s
     waiting = list(jobs)
     try:
