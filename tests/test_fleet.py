@@ -1,7 +1,9 @@
 """Fleets the harness starts itself (`model.launch`): real `stepeval serve parrot` replicas as subprocesses.
 
 `stepeval run` launches them, waits for health, evaluates through them and stops them; a replica killed mid-run
-is restarted while the others carry its turns; a run killed with SIGTERM leaves no replica behind (checked by PID).
+is restarted while the others carry its turns (one that restarts slowly gets no turn while down); a run killed with
+SIGTERM or SIGHUP leaves no replica behind (checked by PID). A sweep whose jobs fail at setup keeps its table
+(basic and submitit_local launchers).
 The SLURM path runs through submitit's real SlurmExecutor against a local stand-in for sbatch/srun/sacct/scancel
 (tests/slurm_standin.py). A multirun goes through Hydra's submitit_local launcher.
 """
