@@ -74,6 +74,7 @@ class EndpointSchema:
     base_url: str = MISSING
     api_key: str | None = None
     concurrency: int | None = None  # requests in flight to this replica (default: model.concurrency or concurrency)
+    name: str | None = None  # what replay records call it (served_by); null: "endpoint <i>"
 
 
 @dataclass
@@ -84,12 +85,15 @@ class SlurmLaunchSchema:
     account: str | None = None
     qos: str | None = None
     time_min: int = 720  # each replica job's time limit
-    cpus_per_task: int | None = None
-    mem_gb: int | None = None
+    cpus_per_task: int | None = None  # null: 8 per GPU of the replica (at least 8)
+    mem_gb: int | None = None  # null: 64 per GPU of the replica (at least 64)
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)  # shell lines before the command (module load, source a venv)
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
     folder: str | None = None  # submitit's job folder (shared filesystem); null: <run folder>/fleet/slurm
+    python: str | None = None  # interpreter on the node; null: `python` after setup lines, else the harness's own
+    pin_restarts: bool = False  # resubmit a dead replica to its node (SLURM's node name); false: anywhere
+    queue_timeout_s: float = 3600.0  # how long a replica job may stay queued (PENDING) before the fleet gives up on it
 
 
 @dataclass
@@ -109,7 +113,7 @@ class LaunchSchema:
     health_path: str = "/health"
     api_path: str = "/v1"
     concurrency: int | None = None  # requests in flight per replica (default: model.concurrency or concurrency)
-    startup_timeout_s: float = 900.0  # load + health (and queue wait on slurm)
+    startup_timeout_s: float = 900.0  # load + health (slurm: once running; queueing has slurm.queue_timeout_s)
     stop_timeout_s: float = 30.0  # SIGTERM, then SIGKILL
     max_restarts: int = 3  # per replica, when one dies mid-run
     monitor_interval_s: float | None = None  # null: 1 s locally, 15 s on slurm

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stepeval import secrets
@@ -27,7 +27,7 @@ from stepeval.config import (
 _UNCLEAN: list[str] = []
 
 
-def _job(cfg: DictConfig) -> str:
+def _job(cfg: DictConfig) -> str | None:
     from stepeval import fleet
     from stepeval.pipeline import run
 
@@ -44,7 +44,11 @@ def _job(cfg: DictConfig) -> str:
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
         # expected failures (bad config, missing files or servers): one clear line, no traceback;
         # records already written stay in the run folder for the next attempt
-        print(f"stepeval run: error: {secrets.scrub(str(err))}", file=sys.stderr)
+        message = secrets.scrub(str(err))
+        print(f"stepeval run: error: {message}", file=sys.stderr)
+        if _note_sweep_failure(cfg, message):  # a sweep job: the others still run, the table lists this one
+            _UNCLEAN.append(message)
+            return None
         raise SystemExit(1) from None
     if outcome.problems:
         verdict = "accepted (allow_failures=true)" if cfg.allow_failures else "exit status 1"
@@ -71,6 +75,22 @@ def _note_sweep_run(run_dir: str, problems: list[str]) -> None:
         note_run(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, run_dir)
         if problems:
             note_problems(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, problems)
+
+
+def _note_sweep_failure(cfg: DictConfig, reason: str) -> bool:
+    """In a multirun, note a job that failed without a run (instead of ``SystemExit``, which Hydra's job runner does
+    not catch: it ended the sweep before the table, and in a submitit job it left no result); False otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from stepeval.reporting.comparison import note_failure
+
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return False
+    model = OmegaConf.select(cfg, "model.name", default=None, throw_on_resolution_failure=False)
+    model = model or f"job #{HydraConfig.get().job.num}"
+    note_failure(HydraConfig.get().sweep.dir, HydraConfig.get().job.num, str(model), reason)
+    return True
 
 
 def _scrub_sweep_file() -> None:

@@ -102,6 +102,7 @@ class ReplayRecord(Record):
     timings: dict[str, float] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    served_by: str | None = None  # the endpoint (a fleet's "<model> replica <i>") and the URL that answered
 
     kind: ClassVar[str] = "replay"
 

@@ -1,7 +1,9 @@
 """Fleets the harness starts itself (`model.launch`): real `stepeval serve parrot` replicas as subprocesses.
 
 `stepeval run` launches them, waits for health, evaluates through them and stops them; a replica killed mid-run
-is restarted while the others carry its turns; a run killed with SIGTERM leaves no replica behind (checked by PID).
+is restarted while the others carry its turns (one that restarts slowly gets no turn while down); a run killed with
+SIGTERM or SIGHUP leaves no replica behind (checked by PID). A sweep whose jobs fail at setup keeps its table
+(basic and submitit_local launchers).
 The SLURM path runs through submitit's real SlurmExecutor against a local stand-in for sbatch/srun/sacct/scancel
 (tests/slurm_standin.py). A multirun goes through Hydra's submitit_local launcher.
 """
@@ -12,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -253,7 +256,8 @@ def test_slurm_fleet_through_submitit_and_a_local_slurm_standin(tmp_path: Path, 
         "model.launch.gpus_per_replica=1",
         "model.launch.slurm.partition=gpu",
         "model.launch.slurm.time_min=90",
-        "model.launch.slurm.setup=['export STEPEVAL_STANDIN_SETUP=1']",
+        # setup chooses the environment the job's `python` comes from (here the one running the tests)
+        f"model.launch.slurm.setup=['export STEPEVAL_STANDIN_SETUP=1','export PATH={Path(sys.executable).parent}:$PATH']",
         "model.launch.monitor_interval_s=1",
         "limit=3",
         env=env,
@@ -275,10 +279,14 @@ def test_slurm_fleet_through_submitit_and_a_local_slurm_standin(tmp_path: Path, 
         assert "#SBATCH --partition=gpu" in sbatch and "#SBATCH --gpus-per-node=1" in sbatch
         assert "#SBATCH --time=90" in sbatch and "#SBATCH --job-name=stepeval-parrot_fleet-r" in sbatch
         assert "export STEPEVAL_STANDIN_SETUP=1" in sbatch and "srun --unbuffered" in sbatch
+        assert "python -u -m submitit.core._submit" in sbatch  # the setup's python, not this process's path
         assert (state / f"{job_id}.cancelled").exists()  # scancel'd at the end of the run
     replays = RecordLog(run_dir / "records" / "replay.jsonl").load()
     assert replays and all(r["status"] == "ok" for r in replays.values())
     assert {r["extra"]["endpoint"] for r in replays.values()} == {0, 1}
+    urls = {r["index"]: r["base_url"] for r in fleet["replicas"]}
+    assert {r["served_by"] for r in replays.values()} == {f"parrot_fleet replica {i} at {urls[i]}" for i in (0, 1)}
+    assert [e["event"] for e in fleet["events"] if e["replica"] == 0][:3] == ["submitted", "running", "healthy"]
     for replica in fleet["replicas"]:
         log = Path(replica["log"])
         assert log.is_relative_to(run_dir) and "stepeval serve: parrot" in log.read_text()
@@ -333,3 +341,116 @@ def test_a_submitit_job_with_failed_records_makes_the_sweep_exit_1_after_its_tab
     accepted = sweep(tmp_path / "accepted", "allow_failures=true")
     assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
     assert "ended with problems" not in accepted.stdout
+
+
+# ---------------------------------------------------------------- sweeps whose jobs fail
+
+
+def _unreachable_models(conf: Path) -> None:
+    """Two model options whose server is not there: their jobs fail at setup (the pre-flight check)."""
+    (conf / "model").mkdir(parents=True)
+    for name in ("down_a", "down_b"):
+        (conf / "model" / f"{name}.yaml").write_text(
+            f"defaults: [schema, _self_]\nname: {name}\nbase_url: http://127.0.0.1:9/v1\n"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_sweep_with_jobs_failing_at_setup_first_and_last_keeps_its_table(tmp_path: Path, launcher: str):
+    """Every job's outcome reaches the table and the exit status; the jobs between still run; no job process outlives
+    the command (submitit: each job's PID is its folder's name)."""
+    conf = tmp_path / "conf"
+    _unreachable_models(conf)
+    command = run_command(
+        tmp_path / "results", "--multirun", "--config-dir", str(conf), "model=down_a,silence,down_b", "dataset=sample"
+    )
+    command += ["asr=none", "limit=1", "allow_failures=true"]  # silence's own records are accepted: only setup fails
+    if launcher == "submitit_local":
+        command += ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "UncompletedJobError" not in done.stderr
+    sweep = tmp_path / "results" / "sweeps"
+    table = (sweep / "comparison.md").read_text()
+    assert table.splitlines()[0] == "| metric | down_a | silence | down_b |"
+    assert "| duration_s | failed | 2.000 (2/2) | failed |" in table
+    for name in ("down_a", "down_b"):
+        assert f"- `{name}`: FAILED, no run: endpoint 0 (http://127.0.0.1:9/v1) cannot be reached" in table
+    assert "- `silence`: sample-silence-" in table
+    assert "sweep job(s) #0, #2 ended with problems" in done.stdout
+    assert len([p for p in (tmp_path / "results").iterdir() if p.name.startswith("sample-silence-")]) == 1
+    if launcher == "submitit_local":
+        pids = [int(p.name) for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+        assert len(pids) == 3
+        assert not [pid for pid in pids if alive(pid)]
+
+
+# ---------------------------------------------------------------- replicas that fail over, SIGHUP
+
+
+@pytest.mark.slow
+def test_a_replica_that_restarts_slowly_gets_no_turn_while_down(tmp_path: Path, started):
+    """Replica 0 is killed mid-run and takes 8 s to come back: the turns it held fail over once, and no new turn is
+    sent to it while it is down (before: every retry went to the dead replica, which fails fast and so looks idle)."""
+    processes, pids = started
+    serve = tmp_path / "serve.sh"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    serve.write_text(
+        "#!/bin/bash\n"  # a replica's second start (its restart) is slow
+        f'if [ -e "{marks}/$1" ]; then sleep 8; fi\ntouch "{marks}/$1"\n'
+        f'exec "{sys.executable}" -m stepeval.cli serve parrot model.backend.delay_s=0.3 --host 127.0.0.1 --port $2 '
+        "--max-concurrent 2\n"
+    )
+    run = launch(tmp_path / "results", "model=parrot_fleet", f"model.launch.command='bash {serve} {{replica}} {{port}}'")
+    processes.append(run)
+    results = tmp_path / "results"
+    record = wait_for(
+        lambda: (r := fleet_record(results)) and sum(e["event"] == "healthy" for e in r["events"]) == 2 and r,
+        120,
+        "two healthy replicas",
+        run,
+    )
+    pids += all_pids(record)
+    run_dir = next(results.glob("*/fleet")).parent
+    wait_for(lambda: (run_dir / "records" / "replay.jsonl").exists(), 60, "the first replies", run)
+    os.killpg(record["replicas"][0]["pids"][0], signal.SIGKILL)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    fleet = json.loads((run_dir / "manifest.json").read_text())["fleet"]
+    pids += all_pids(fleet)
+    replays = RecordLog(run_dir / "records" / "replay.jsonl").load()
+    assert len(replays) == SAMPLE_TURNS and all(r["status"] == "ok" for r in replays.values())
+    failed_on_0 = [retry for r in replays.values() for retry in r["extra"]["retries"] if retry["endpoint"] == 0]
+    assert failed_on_0, "the kill hit no turn in flight: the test proved nothing"
+    assert len(failed_on_0) <= 2  # the turns in flight on it (concurrency 2); none sent while it was down
+    assert all(r["extra"]["endpoint"] == 1 for r in replays.values() if r["extra"]["retries"])
+    assert {r["served_by"].rsplit(" at ", 1)[0] for r in replays.values()} <= {"parrot_fleet replica 0", "parrot_fleet replica 1"}
+    assert "does not serve model" not in out  # parrot_fleet names the model its replicas serve
+    assert not [pid for pid in all_pids(fleet) if alive(pid)]
+
+
+@pytest.mark.slow
+def test_sighup_to_the_run_stops_every_replica_and_fails_the_manifest(tmp_path: Path, started):
+    """A dropped ssh session: handled like SIGTERM (before: exit 129 with both replicas running, manifest 'running')."""
+    processes, pids = started
+    run = launch(tmp_path, "model=parrot_fleet", f"model.launch.command='{PARROT % 5}'")
+    processes.append(run)
+    record = wait_for(
+        lambda: (r := fleet_record(tmp_path)) and sum(e["event"] == "healthy" for e in r["events"]) == 2 and r,
+        120,
+        "two healthy replicas",
+        run,
+    )
+    pids += all_pids(record)
+    run_dir = next(tmp_path.glob("*/fleet")).parent
+    wait_for(lambda: json.loads((run_dir / "manifest.json").read_text()).get("status") == "running", 60, "the run", run)
+    time.sleep(1.0)  # turns in flight
+    run.send_signal(signal.SIGHUP)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 129, out
+    assert not [pid for pid in all_pids(record) if alive(pid)]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "129" in manifest["error"]
+    assert {(e["replica"], e["event"]) for e in manifest["fleet"]["events"]} >= {(0, "stopped"), (1, "stopped")}

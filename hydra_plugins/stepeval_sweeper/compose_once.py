@@ -9,14 +9,19 @@ keeps the early check and hands the launcher the config the check composed. A la
 
 # no ``from __future__ import annotations``: Hydra loads this module outside sys.modules, where dataclasses
 # cannot resolve string annotations; and OmegaConf wants typing.Optional, not ``X | None``
+import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional  # noqa: UP035
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class KeptConfigs:
@@ -56,6 +61,33 @@ class ComposeOnceSweeper(BasicSweeper):
         self.kept_configs = KeptConfigs(hydra_context.config_loader)
         context = HydraContext(config_loader=self.kept_configs, callbacks=hydra_context.callbacks)
         super().setup(hydra_context=context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """``BasicSweeper.sweep``, except that a job that raised does not end the sweep: Hydra's reads each job's
+        return value, re-raising the first error, so the jobs after it never ran and the comparison was never
+        written. Here its traceback is printed, the comparison callback lists it as failed, and the sweep exits 1."""
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        params_conf = self._parse_config()
+        params_conf.extend(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns: list[Sequence[JobReturn]] = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            for number, result in enumerate(results, start=initial_job_idx):
+                if result.status == JobStatus.FAILED:
+                    error = result._return_value
+                    print(f"stepeval run: sweep job #{number} raised:", file=sys.stderr)
+                    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+            initial_job_idx += len(batch)
+            returns.append(results)
+        return returns
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.config is not None

@@ -52,7 +52,9 @@ def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
             raise ValueError(f"{where}.concurrency must be >= 1, got {limit}")
         key = item.get("api_key") if item.get("api_key") is not None else model.get("api_key")
         register_secret(key)
-        out.append(Endpoint(i, url.rstrip("/"), key, int(limit), float(model.get("timeout_s") or 300.0)))
+        endpoint = Endpoint(i, url.rstrip("/"), key, int(limit), float(model.get("timeout_s") or 300.0))
+        endpoint.name = item.get("name")
+        out.append(endpoint)
     return out
 
 

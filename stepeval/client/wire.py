@@ -177,16 +177,20 @@ class WireClient:
         body = self.request(history, context)
         attempts = Attempts()
         tried: list[int] = []  # the endpoint of each attempt
+        served_by: list[str] = []
 
         async def attempt() -> Reply:
             started = time.perf_counter()
             async with self.pool.slot() as slot:
                 tried.append(slot.endpoint.index)
+                served_by[:] = [slot.endpoint.served_by]
                 try:
                     if self.settings.stream:
                         return await self._stream(slot, body, started)
                     return await self._once(slot, body, started)
                 except (openai.APIConnectionError, openai.APIStatusError) as err:
+                    if isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError):
+                        self.pool.mark_down(slot.endpoint)  # refused or dropped: retries go to the other replicas
                     raise AttemptError(err, slot.endpoint.where) from None
             # the slot is released before the wait: another conversation may use the endpoint meanwhile,
             # and the retry goes to whichever endpoint is least busy then
@@ -198,6 +202,7 @@ class WireClient:
             raise TurnFailed(err.message) from None
         retries = [{"endpoint": i, **r} for i, r in zip(tried, attempts.retries(), strict=False)]
         reply.extra.update({"endpoint": tried[-1], "attempts": attempts.count, "retries": retries})
+        reply.extra["served_by"] = served_by[-1]  # the replay record's served_by
         return reply
 
     async def _once(self, slot: Slot, body: dict, started: float) -> Reply:

@@ -69,6 +69,11 @@ class LocalReplica:
         code = self.exit_code()
         return f"replica {self.index} exited with code {code}; last lines of {self.log}:\n{tail(self.log)}"
 
+    def terminate(self) -> None:
+        """SIGTERM to the group, without waiting (``stop`` waits)."""
+        if self.process is not None and self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout_s: float) -> None:
         """SIGTERM to the group, SIGKILL after ``timeout_s``; returns once the leader is reaped."""
         if self.process is None:

@@ -20,12 +20,19 @@ class SlurmSettings:
     account: str | None = None
     qos: str | None = None
     time_min: int = 720
-    cpus_per_task: int | None = None
-    mem_gb: int | None = None
+    cpus_per_task: int | None = None  # null: CPUS_PER_GPU per GPU (at least one GPU's worth)
+    mem_gb: int | None = None  # null: MEM_GB_PER_GPU per GPU (at least one GPU's worth)
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)
     additional_parameters: dict[str, Any] = field(default_factory=dict)
     folder: str | None = None
+    python: str | None = None  # the interpreter the job runs; null: `python` from setup's environment, else ours
+    pin_restarts: bool = False  # resubmit a dead replica to the node it ran on (by SLURM's node name)
+    queue_timeout_s: float = 3600.0  # how long a job may wait in the queue (PENDING) before the fleet gives up on it
+
+
+CPUS_PER_GPU = 8
+MEM_GB_PER_GPU = 64  # a 7B model in bf16 loads in well under this; a cluster's default is often 2-4 GB per CPU
 
 
 @dataclass
@@ -74,6 +81,15 @@ class LaunchSpec:
         if raw.get("concurrency") is not None and int(raw["concurrency"]) < 1:
             raise ValueError(f"{where}.concurrency must be >= 1")
         slurm = SlurmSettings(**{k: v for k, v in (raw.get("slurm") or {}).items() if v is not None})
+        startup = float(raw.get("startup_timeout_s") or 900.0)
+        if kind == "slurm" and slurm.time_min * 60 <= startup:
+            raise ValueError(
+                f"{where}.slurm.time_min={slurm.time_min} ({slurm.time_min * 60} s) does not outlast "
+                f"{where}.startup_timeout_s={startup:g}: each replica job would reach its time limit before or soon "
+                "after it is healthy; raise time_min to the run's length"
+            )
+        if kind == "slurm" and slurm.queue_timeout_s <= 0:
+            raise ValueError(f"{where}.slurm.queue_timeout_s must be > 0, got {slurm.queue_timeout_s:g}")
         interval = raw.get("monitor_interval_s") or (15.0 if kind == "slurm" else 1.0)
         return cls(
             command=command,
@@ -86,7 +102,7 @@ class LaunchSpec:
             health_path=str(raw.get("health_path") or "/health"),
             api_path=str(raw.get("api_path") or "/v1"),
             concurrency=int(raw["concurrency"]) if raw.get("concurrency") else None,
-            startup_timeout_s=float(raw.get("startup_timeout_s") or 900.0),
+            startup_timeout_s=startup,
             stop_timeout_s=float(raw.get("stop_timeout_s") or 30.0),
             max_restarts=int(raw.get("max_restarts") if raw.get("max_restarts") is not None else 3),
             monitor_interval_s=float(interval),
@@ -111,6 +127,19 @@ class LaunchSpec:
             else:
                 out.append(arg.format(**values))
         return out
+
+    def slurm_python(self) -> str:
+        """What submitit runs on the node: ``slurm.python``; else ``python`` when ``slurm.setup`` prepares an
+        environment (``source /shared/venv/bin/activate`` must choose the interpreter); else this interpreter."""
+        if self.slurm.python:
+            return self.slurm.python
+        return "python" if self.slurm.setup else shlex.quote(sys.executable)
+
+    def slurm_cpus(self) -> int:
+        return self.slurm.cpus_per_task or CPUS_PER_GPU * max(1, self.gpus_per_replica)
+
+    def slurm_mem_gb(self) -> int:
+        return self.slurm.mem_gb or MEM_GB_PER_GPU * max(1, self.gpus_per_replica)
 
     def gpu_groups(self) -> list[list[int]]:
         """Local: the GPU ids of each replica (disjoint, in order); [] each when no GPUs are asked for."""

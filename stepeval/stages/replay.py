@@ -148,7 +148,8 @@ class ReplayStage(Stage[ConversationUnit]):
             speaks=bool(getattr(self.responder, "speaks", True)),
             timings=dict(reply.timings),
             usage=dict(reply.usage),
-            extra=dict(reply.extra),
+            extra={k: v for k, v in reply.extra.items() if k != "served_by"},
+            served_by=reply.extra.get("served_by"),
         )
         if reply.audio is not None:
             if not reply.sample_rate:
