@@ -162,7 +162,7 @@ def test_a_rating_without_the_page_token_or_from_another_origin_is_refused_and_n
     ]
     for headers, why in forged:
         status, body = post(page + "/api/ratings", rating, headers)
-        assert (status, body) == (403, {"error": why})
+        assert status == 403 and body["error"].startswith(why)
     assert not (run / ratings.FILE).exists()
     assert post(page + "/api/ratings", rating, {"Origin": page})[0] == 200  # the page's own origin, with its token
     assert len(read_lines(run / ratings.FILE)) == 1
