@@ -505,7 +505,7 @@ def check_overrides(args: Sequence[str], options: dict[str, list[str]], complete
                 )
             if complete and choice not in shown:
                 raise ValueError(
-                    f"{group}={choice}: no config {group}/{choice}.yaml; the options of {group} are: {', '.join(shown)}"
+                    f"{group}={choice}: Could not find '{group}/{choice}'; the options of {group} are: {', '.join(shown)}"
                 )
 
 

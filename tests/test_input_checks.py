@@ -74,7 +74,7 @@ def test_the_schema_is_no_option_of_its_group(args: list[str]):
 
 
 def test_a_misspelt_option_lists_the_options_without_the_schema():
-    with pytest.raises(ValueError, match=r"^model=parot: no config model/parot.yaml; the options of model are: ") as caught:
+    with pytest.raises(ValueError, match=r"^model=parot: Could not find 'model/parot'; the options of model are: ") as caught:
         check_overrides(["model=parot"], OPTIONS)
     listed = str(caught.value).split("are: ")[1].split(", ")
     assert listed == [o for o in OPTIONS["model"] if o != "schema"] and "parrot" in listed
