@@ -487,10 +487,16 @@ def check_overrides(args: Sequence[str], options: dict[str, list[str]], complete
         if group not in options or override.package is not None or override.is_delete():
             continue
         if override.is_sweep_override():
-            from hydra.core.override_parser.types import ChoiceSweep
+            from hydra.core.override_parser.types import ChoiceSweep, Glob
 
-            if not isinstance(override.value(), ChoiceSweep):
-                continue  # glob / range: Hydra expands them against the options itself
+            value = override.value()
+            if isinstance(value, Glob) and SCHEMA_OPTION in value.filter([*options[group], SCHEMA_OPTION]):  # Hydra's list
+                raise ValueError(
+                    f"{arg}: the glob takes in '{SCHEMA_OPTION}', which is no option; leave it out: "
+                    f"{group}='glob({','.join(value.include)},exclude=[{','.join([*value.exclude, SCHEMA_OPTION])}])'"
+                )
+            if not isinstance(value, ChoiceSweep):
+                continue  # range, or a glob without the schema: Hydra expands them against the options itself
             chosen = [str(v) for v in override.sweep_string_iterator()]
         elif isinstance(override.value(), str):
             chosen = [override.value()]

@@ -73,6 +73,19 @@ def test_the_schema_is_no_option_of_its_group(args: list[str]):
     assert offered == [o for o in OPTIONS[group] if o != "schema"]
 
 
+def test_a_glob_over_a_group_leaves_the_schema_out_or_is_refused():
+    with pytest.raises(ValueError, match=r"^model=glob\(\*\): the glob takes in 'schema', which is no option") as caught:
+        check_overrides(["model=glob(*)"], OPTIONS)
+    suggested = str(caught.value).rsplit("leave it out: ", 1)[1]
+    (arg,) = shlex.split(suggested)
+    check_overrides([arg], OPTIONS)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = OverridesParser.create().parse_overrides([arg])[0].value().filter([*OPTIONS["model"], "schema"])
+    assert swept == OPTIONS["model"]  # every option file, not the schema Hydra also lists
+    check_overrides(["model=glob(parrot*)"], OPTIONS)  # a glob that does not reach the schema is Hydra's to expand
+
+
 def test_a_misspelt_option_lists_the_options_without_the_schema():
     with pytest.raises(ValueError, match=r"^model=parot: Could not find 'model/parot'; the options of model are: ") as caught:
         check_overrides(["model=parot"], OPTIONS)
@@ -102,13 +115,14 @@ def test_an_unquoted_url_names_the_override_and_its_quoted_form_parses():
         ("+modle=parrot", "modle: not a key of the run config (did you mean model?)"),
         ("model.timeout_s=0", "model.timeout_s=0.0: must be > 0"),
         ("model.base_url=http://127.0.0.1:9/v1?a=b", "cannot parse the override 'model.base_url=http://127.0.0.1:9/v1?a=b'"),
+        ("model.base_url=http://u:hunter2pw@127.0.0.1:9/v1?a=b", "cannot parse the override 'model.base_url=http://"),
     ],
 )
 def test_the_command_line_says_which_argument_is_wrong_and_starts_nothing(tmp_path: Path, override: str, named: str):
     result = stepeval_run(tmp_path, "dataset=sample", "model=silence", "asr=none", override)
     assert result.returncode == 1
     assert f"stepeval run: error: {named}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2pw" not in result.stderr + result.stdout
     assert not any(tmp_path.iterdir())
 
 
@@ -254,6 +268,21 @@ def test_a_record_append_on_a_full_disk_names_the_log_and_leaves_no_torn_line(tm
     assert log.path.read_bytes().endswith(b"}\n")  # the half-written line was cut
     log.append({"conversation_id": "c", "turn": 0, "status": "ok"})
     assert [r["conversation_id"] for r in log.load_all()] == ["a", "c"]
+
+
+def test_a_failed_run_on_a_disk_without_room_for_a_temporary_is_still_marked_failed(tmp_path: Path, monkeypatch):
+    from stepeval.store import RunStore
+
+    with RunStore(tmp_path) as store:
+        store.write_manifest({"status": "running", "error": None, "sessions": [{"started_at": "t"}], "pad": "x" * 400})
+        # no room for a new file; the manifest's own blocks can be overwritten
+        monkeypatch.setattr(store_mod, "open", _full_for(lambda p: p.name.endswith(".tmp"), room=0), raising=False)
+        manifest = store.read_manifest()
+        full = OSError(errno.ENOSPC, f"cannot write {tmp_path}/audio/a/turn_0.wav (disk full): No space left on device")
+        pipeline._fail_manifest(store, manifest, full)
+    saved = json.loads((tmp_path / "manifest.json").read_text())
+    assert saved["status"] == "failed" and "turn_0.wav (disk full)" in saved["error"] and saved["pad"] == "x" * 400
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_run_that_fills_the_disk_stops_naming_the_file_and_marks_its_manifest_failed(tmp_path: Path, monkeypatch):
