@@ -195,6 +195,26 @@ def test_whisper_weights_are_found_in_the_cache_or_missing_ones_named_without_do
         whisper_weights("large-v9")
 
 
+def test_whisper_weights_that_cannot_be_downloaded_are_one_line_naming_the_cache(tmp_path: Path, monkeypatch):
+    from huggingface_hub import constants
+
+    from tests.http_fake import FakeServer, Scripted
+
+    with FakeServer() as hub:  # a hub that answers every request with 503: no weights come from it
+        hub.fallback = lambda request: Scripted(status=503, json={"error": "unavailable"})
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 2)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # (the tests run with HF_HUB_OFFLINE=1)
+        with pytest.raises(RuntimeError) as caught:
+            whisper_weights("large-v3", cache_dir=str(tmp_path / "hub"), allow_download=True)
+        asked = len(hub.requests)
+    message = str(caught.value)
+    assert message.startswith(f"Whisper large-v3: its weights are not in the Hugging Face cache ({tmp_path / 'hub'})")
+    assert "and could not be downloaded (" in message and "\n" not in message
+    assert asked >= 1  # the download was tried (against the stand-in), not skipped
+    assert not any((tmp_path / "hub").rglob("model.bin"))
+
+
 def test_an_offline_run_with_a_whisper_not_cached_stops_before_the_first_turn(tmp_path: Path, monkeypatch):
     from huggingface_hub import constants
 

@@ -48,7 +48,8 @@ def whisper_weights(model: str, cache_dir: str | None = None, allow_download: bo
     try:
         found = Path(download_model(model, cache_dir=cache_dir))
     except Exception as err:  # noqa: BLE001 - no network, no such repo, a full disk: all say the same to the user
-        raise RuntimeError(f"{missing} and could not be downloaded ({type(err).__name__}: {err})") from None
+        why = " ".join(f"{type(err).__name__}: {err}".split())  # huggingface_hub's messages run over several lines
+        raise RuntimeError(f"{missing} and could not be downloaded ({why})") from None
     if not (found / WEIGHTS).is_file():
         raise RuntimeError(f"Whisper {model}: the download in {found} has no {WEIGHTS}")
     return found
