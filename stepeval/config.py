@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -399,7 +400,11 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "workers.scoring": (1, True),
     "workers.scoring_threads": (1, True),
 }
-_NULL_MEANS = {"limit": "or null for all of them", "model.concurrency": "or null for the top-level concurrency"}
+_MEANING = {  # the same words as stepeval.pipeline.check_run_keys, which checks these where no Hydra app runs
+    "limit": "must be a positive number of conversations, or null for all of them",
+    "concurrency": "must be >= 1 (conversations in flight)",
+    "model.concurrency": "must be >= 1, or null for the top-level concurrency",
+}
 
 
 def check_bounds(cfg: DictConfig) -> None:
@@ -410,9 +415,8 @@ def check_bounds(cfg: DictConfig) -> None:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if value < low or (value == low and not inclusive):
-            bound = f">= {low}" if inclusive else f"> {low}"
-            null = f", {_NULL_MEANS[key]}" if key in _NULL_MEANS else ""
-            raise ValueError(f"{key}={value}: must be {bound}{null}")
+            meaning = _MEANING.get(key) or (f"must be >= {low}" if inclusive else f"must be > {low}")
+            raise ValueError(f"{key}={value}: {meaning}")
     for i, endpoint in enumerate(OmegaConf.select(cfg, "model.endpoints", default=None) or []):
         limit = endpoint.get("concurrency") if isinstance(endpoint, (dict, DictConfig)) else None
         if limit is not None and limit < 1:
@@ -521,10 +525,7 @@ def _unparsable(arg: str, err: Exception) -> str:
     why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # then a link to the grammar
     if not sep:
         return f"cannot parse the argument {arg!r} as an override ({why}); overrides are key=value"
-    if '"' in value:
-        quoted = f"\"{key}='{value}'\""
-    else:
-        quoted = f"'{key}=\"{value}\"'"
+    quoted = shlex.quote(f"{key}='{value}'" if '"' in value else f'{key}="{value}"')  # Hydra's quotes in the shell's
     return (
         f"cannot parse the override {arg!r} ({why}): a value with characters such as = , [ ] {{ }} ( ) or spaces "
         f"must be quoted for Hydra, inside the shell's quotes, e.g. {quoted}"

@@ -93,12 +93,14 @@ def test_a_misspelt_option_lists_the_options_without_the_schema():
     assert listed == [o for o in OPTIONS["model"] if o != "schema"] and "parrot" in listed
 
 
-def test_an_unquoted_url_names_the_override_and_its_quoted_form_parses():
-    url = "http://127.0.0.1:8000/v1?api-version=2024-10-01"
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1?api-version=2024-10-01", "http://h/v1?q=it's", 'http://h/v1?q="x"&r=1']
+)
+def test_an_unquoted_url_names_the_override_and_its_quoted_form_parses(url: str):
     with pytest.raises(ValueError) as caught:
         check_overrides(["dataset=sample", f"model.base_url={url}"], OPTIONS)
     message = str(caught.value)
-    assert message.startswith(f"cannot parse the override 'model.base_url={url}'")
+    assert message.startswith(f"cannot parse the override {'model.base_url=' + url!r}")
     assert "mismatched input '='" in message  # Hydra's reason, kept
     suggested = message.rsplit("e.g. ", 1)[1]
     (arg,) = shlex.split(suggested)  # what the shell hands over when the line is pasted
