@@ -156,6 +156,7 @@ def test_a_rating_without_the_page_token_or_from_another_origin_is_refused_and_n
     forged = [
         ({ratings.TOKEN_HEADER: None}, "no valid X-Stepeval-Token"),
         ({ratings.TOKEN_HEADER: "guessed"}, "no valid X-Stepeval-Token"),
+        ({ratings.TOKEN_HEADER: "gu\u00e9ssed"}, "no valid X-Stepeval-Token"),  # not ASCII: refused, not a crash
         ({"Origin": "http://127.0.0.1:1"}, "Origin 'http://127.0.0.1:1' is not this page's"),
         ({"Origin": "null"}, "Origin 'null' is not this page's"),  # a sandboxed frame or a file:// page
         ({"Host": f"attacker.example:{port}"}, f"Host 'attacker.example:{port}' is not this server"),  # DNS rebinding

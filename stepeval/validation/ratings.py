@@ -373,7 +373,7 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
             if urlparse(self.path).path != "/api/ratings":
                 return self._json(404, {"error": "not found"})
             refused = self._foreign()
-            if refused is None and not hmac.compare_digest(self.headers.get(TOKEN_HEADER) or "", token):
+            if refused is None and not hmac.compare_digest((self.headers.get(TOKEN_HEADER) or "").encode(), token.encode()):
                 refused = f"no valid {TOKEN_HEADER}: ratings are taken only from the page this server serves"
             if refused:
                 self.close_connection = True  # the body is not read
