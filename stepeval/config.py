@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -337,9 +338,11 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     register_schemas()
+    extra = user_conf_dirs()
+    check_overrides(overrides, group_options(extra_dirs=extra))
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[*search_path_override(user_conf_dirs()), *overrides])
+        return hydra_compose(config_name="config", overrides=[*search_path_override(extra), *overrides])
 
 
 def check_target(node: Any, where: str) -> None:
@@ -367,3 +370,170 @@ def check_target(node: Any, where: str) -> None:
 def to_container(cfg: DictConfig) -> dict:
     """Resolved plain dict; enums as their values."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+# --- checks of a composed config that the schema's types cannot make -------------------------------------------
+
+# key -> (lowest allowed value, whether that value itself is allowed); null is left to its default (the schema says
+# which keys may be null). Below the bound a value makes no sense, and 0 was read as "the default" where code wrote
+# ``value or default`` (model.timeout_s=0 became 300 s).
+BOUNDS: dict[str, tuple[float, bool]] = {
+    "limit": (1, True),
+    "concurrency": (1, True),
+    "model.concurrency": (1, True),
+    "model.timeout_s": (0, False),
+    "model.max_retries": (0, True),
+    "model.launch.replicas": (1, True),
+    "model.launch.gpus_per_replica": (0, True),
+    "model.launch.concurrency": (1, True),
+    "model.launch.startup_timeout_s": (0, False),
+    "model.launch.stop_timeout_s": (0, False),
+    "model.launch.max_restarts": (0, True),
+    "model.launch.monitor_interval_s": (0, False),
+    "judge.timeout_s": (0, False),
+    "judge.queue_timeout_s": (0, False),
+    "judge.concurrency": (1, True),
+    "judge.samples": (1, True),
+    "judge.max_tokens": (1, True),
+    "judge.max_waiting": (1, True),
+    "judge.max_retries": (0, True),
+    "judge.backoff_base_s": (0, True),
+    "judge.backoff_max_s": (0, True),
+    "judge.retry_after_max_s": (0, True),
+    "judge.requests_per_minute": (0, False),
+    "judge.tokens_per_minute": (0, False),
+    "workers.asr": (1, True),
+    "workers.asr_threads": (1, True),
+    "workers.scoring": (1, True),
+    "workers.scoring_threads": (1, True),
+}
+_MEANING = {  # the same words as stepeval.pipeline.check_run_keys, which checks these where no Hydra app runs
+    "limit": "must be a positive number of conversations, or null for all of them",
+    "concurrency": "must be >= 1 (conversations in flight)",
+    "model.concurrency": "must be >= 1, or null for the top-level concurrency",
+}
+
+
+def check_bounds(cfg: DictConfig) -> None:
+    """Refuse numbers that would be read as "use the default" (0 as ``value or default``) or make no sense
+    (a negative timeout), naming the key: ``model.timeout_s=0`` used to become 300 s silently."""
+    for key, (low, inclusive) in BOUNDS.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value < low or (value == low and not inclusive):
+            meaning = _MEANING.get(key) or (f"must be >= {low}" if inclusive else f"must be > {low}")
+            raise ValueError(f"{key}={value}: {meaning}")
+    for i, endpoint in enumerate(OmegaConf.select(cfg, "model.endpoints", default=None) or []):
+        limit = endpoint.get("concurrency") if isinstance(endpoint, (dict, DictConfig)) else None
+        if limit is not None and limit < 1:
+            raise ValueError(f"model.endpoints[{i}].concurrency={limit}: must be >= 1, or null for the model's")
+
+
+def check_known_keys(cfg: DictConfig, schema: type | None = None) -> None:
+    """A key the schema does not know is an error naming it and the closest known key.
+
+    ``+key=value`` (which Hydra itself suggests for a misspelt key) adds keys past the schema's struct mode:
+    ``+modle=parrot`` would otherwise run the default model without a word."""
+    import dataclasses
+    import difflib
+
+    def walk(node: Any, schema: type, where: str) -> None:
+        if not isinstance(node, DictConfig) or not dataclasses.is_dataclass(schema):
+            return
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        for key in node.keys():
+            name = str(key)
+            path = f"{where}{name}"
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+                hint = f" (did you mean {where}{close[0]}?)" if close else ""
+                scope = f"the {where[:-1]} config" if where else "the run config"
+                raise ValueError(f"{path}: not a key of {scope}{hint}; known keys: {', '.join(sorted(fields))}")
+            sub = _dataclass_of(fields[name].type)
+            if sub is not None:
+                walk(node._get_node(name), sub, f"{path}.")
+
+    walk(cfg, schema or RunSchema, "")
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    """The schema class a field holds (``X``, ``X | None``, or their string forms under postponed annotations)."""
+    import dataclasses
+
+    if isinstance(annotation, str):
+        name = annotation.replace("| None", "").replace("None |", "").strip()
+        annotation = globals().get(name)
+    return annotation if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) else None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything about a composed run config that fails before any work: unknown keys, out-of-range numbers."""
+    check_known_keys(cfg)
+    check_bounds(cfg)
+
+
+# --- command-line overrides, checked before Hydra sees them -----------------------------------------------------
+
+SCHEMA_OPTION = "schema"  # each group's registered schema: what its options start from, never an option itself
+
+
+def check_overrides(args: Sequence[str], options: dict[str, list[str]], complete: bool = True) -> None:
+    """Each override on its own through Hydra's parser, and each group choice against ``options`` (``complete``:
+    they are all the options there are; else only the schema is refused).
+
+    Hydra's own messages name neither the override that failed to parse (``mismatched input '=' expecting
+    <EOF>``) nor leave out the schemas it registers as group options (``asr=schema`` composes, then fails
+    after replay)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            raise ValueError(_unparsable(arg, err)) from None
+        group = override.key_or_group
+        if group not in options or override.package is not None or override.is_delete():
+            continue
+        if override.is_sweep_override():
+            from hydra.core.override_parser.types import ChoiceSweep, Glob
+
+            value = override.value()
+            if isinstance(value, Glob) and SCHEMA_OPTION in value.filter([*options[group], SCHEMA_OPTION]):  # Hydra's list
+                raise ValueError(
+                    f"{arg}: the glob takes in '{SCHEMA_OPTION}', which is no option; leave it out: "
+                    f"{group}='glob({','.join(value.include)},exclude=[{','.join([*value.exclude, SCHEMA_OPTION])}])'"
+                )
+            if not isinstance(value, ChoiceSweep):
+                continue  # range, or a glob without the schema: Hydra expands them against the options itself
+            chosen = [str(v) for v in override.sweep_string_iterator()]
+        elif isinstance(override.value(), str):
+            chosen = [override.value()]
+        else:
+            continue
+        shown = [o for o in options[group] if o != SCHEMA_OPTION]
+        for choice in chosen:
+            if choice == SCHEMA_OPTION:
+                raise ValueError(
+                    f"{group}={choice}: '{choice}' is what every {group} option starts from, not an option; "
+                    f"pick one of: {', '.join(shown)}"
+                )
+            if complete and choice not in shown:
+                raise ValueError(
+                    f"{group}={choice}: Could not find '{group}/{choice}'; the options of {group} are: {', '.join(shown)}"
+                )
+
+
+def _unparsable(arg: str, err: Exception) -> str:
+    """Which argument Hydra could not parse, why, and the same argument quoted so that it parses."""
+    key, sep, value = arg.partition("=")
+    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # then a link to the grammar
+    if not sep:
+        return f"cannot parse the argument {arg!r} as an override ({why}); overrides are key=value"
+    quoted = shlex.quote(f"{key}='{value}'" if '"' in value else f'{key}="{value}"')  # Hydra's quotes in the shell's
+    return (
+        f"cannot parse the override {arg!r} ({why}): a value with characters such as = , [ ] {{ }} ( ) or spaces "
+        f"must be quoted for Hydra, inside the shell's quotes, e.g. {quoted}"
+    )

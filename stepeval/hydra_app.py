@@ -15,6 +15,8 @@ from stepeval import secrets
 from stepeval.config import (
     CONF_DIR_ENV,
     CONF_PACKAGE,
+    check_config,
+    check_overrides,
     conf_dir,
     group_options,
     register_schemas,
@@ -39,6 +41,7 @@ def _job(cfg: DictConfig) -> str | None:
     sys.argv = [sys.argv[0], *secrets.redact_argv(sys.argv[1:])]  # Hydra has parsed it; the run records this copy
     _scrub_sweep_file()
     try:
+        check_config(cfg)  # unknown keys (+modle=...), timeouts of 0: before any server starts
         with fleet.up(cfg) as ready:  # model.launch: the harness's own servers, up for this run only
             outcome = run(ready)
     except (ValueError, OSError, ImportError, RuntimeError, OmegaConfBaseException) as err:
@@ -177,6 +180,16 @@ _VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-n
 _INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
+def _overrides_of(args: list[str]) -> list[str]:
+    """The overrides among ``args`` (not Hydra's flags, nor the values those flags take)."""
+    out = []
+    for i, arg in enumerate(args):
+        before = args[i - 1] if i else ""
+        if not arg.startswith("-") and before not in _VALUED and not (before in ("--info", "-i") and arg in _INFO):
+            out.append(arg)
+    return out
+
+
 def _with_overrides(args: list[str], extra: list[str]) -> list[str]:
     """``extra`` overrides inserted next to the user's own: Hydra's parser takes overrides in one run only."""
     for i, arg in enumerate(args):
@@ -200,6 +213,11 @@ def main(args: list[str]) -> int:
     # Hydra echoes overrides itself ("Error executing job with overrides: [...]", multirun job lines):
     # the command line's secrets are registered and stdout, stderr and every log record scrubbed
     secrets.install(args)
+    try:  # each override parsed on its own (the error names it), group choices checked (the schema is no option)
+        check_overrides(_overrides_of(rest), group_options(extra_dirs=folders), complete=not packages)
+    except ValueError as err:
+        print(f"stepeval run: error: {secrets.scrub(str(err))}", file=sys.stderr)
+        return 1
     register_schemas()
     app = hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base="1.3")(_job)
     saved = sys.argv

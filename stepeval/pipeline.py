@@ -23,7 +23,7 @@ from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
 from stepeval.client.build import build_responder, model_identity
 from stepeval.client.responder import Responder
-from stepeval.config import check_target, redact, to_container
+from stepeval.config import check_config, check_target, redact, to_container
 from stepeval.data import loader
 from stepeval.judging.llm_judge import add_usage
 from stepeval.provenance import code_revision, package_versions
@@ -104,6 +104,7 @@ def check_run_keys(cfg: DictConfig) -> None:
 
 def prepare(cfg: DictConfig) -> Prepared:
     check_run_keys(cfg)
+    check_config(cfg)
     applicability = Applicability.from_config(to_container(cfg).get("metrics"))
     responder = build_responder(cfg)  # the wire client when the model names endpoints, else its in-process backend
 
@@ -111,7 +112,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     if cfg.asr.engine is not None:
         check_target(cfg.asr.engine, "asr.engine")
         asr = instantiate(cfg.asr.engine)
-        asr.check()
+        _check_asr(asr, str(cfg.asr.name))
 
     ds_cfg = cfg.dataset
     location = ds_cfg.local_dir if ds_cfg.source.value == "local" else ds_cfg.repo_id
@@ -127,6 +128,21 @@ def prepare(cfg: DictConfig) -> Prepared:
     prepared = Prepared(cfg, run_name_for(cfg), responder, asr, dataset, applicability, total)
     prepared.warnings = _category_warnings(prepared) + _unavailable_warnings(cfg)
     return prepared
+
+
+OFFLINE_ASR = "whisper_base_offline"  # packaged with the asr extra: needs no download
+
+
+def _check_asr(asr: AsrEngine, name: str) -> None:
+    """The ASR's packages and weights before the first turn (as for judges): otherwise every turn is replayed
+    and then every ASR record fails. One line naming the config and what to pick instead."""
+    try:
+        asr.check()
+    except (ImportError, ValueError, OSError, RuntimeError) as err:
+        others = ", ".join(f"asr={o}" for o in (OFFLINE_ASR, "none") if o != name)
+        message = f"asr={name} cannot run: {err}. Pick another ASR config, e.g. {others} (none: no transcripts)"
+        kind = next(t for t in (ImportError, ValueError, OSError, RuntimeError) if isinstance(err, t))
+        raise kind(message) from err
 
 
 def _check_history_inputs(policy: str, dataset: loader.LoadedDataset) -> None:
@@ -451,7 +467,13 @@ def _fail_manifest(store: RunStore, manifest: dict, err: BaseException) -> None:
     reason = "interrupted" if isinstance(err, KeyboardInterrupt) else scrub(f"{type(err).__name__}: {err}")
     manifest["sessions"][-1].update({"finished_at": _now(), "error": reason})
     manifest.update({"status": "failed", "error": reason, "finished_at": _now()})
-    store.write_manifest(manifest)
+    try:
+        store.write_manifest(manifest)
+    except OSError as first:  # a full disk has no room for the temporary: overwrite in place (a few bytes more)
+        try:
+            store.write_manifest_in_place(manifest)
+        except OSError as err:  # the run's own error stays the one raised
+            print(f"warning: could not mark {store.manifest_path} failed ({first}; in place: {err})", file=sys.stderr)
 
 
 def _finish_manifest(store: RunStore, manifest: dict, stats: list[StageStats], view: views.View, problems: list[str]) -> None:

@@ -9,6 +9,7 @@ re-scoring without regenerating are one mechanism.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import json
@@ -40,11 +41,26 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room for what is being written: the next write fails too
+
+
+def storage_error(err: OSError, path: Path) -> OSError:
+    """``err`` (a bare "[Errno 28] No space left on device" from a write) with the path it failed on."""
+    hint = " (disk full)" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return OSError(err.errno, f"cannot write {path}{hint}: {err.strerror or err}", str(path))
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
+    """Via a temporary sibling and a rename; on failure the temporary is removed and the error names ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(err, path) from err
 
 
 def load_manifest(run_dir: Path) -> dict:
@@ -109,9 +125,26 @@ class RecordLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
             self._fh = open(self.path, "ab")
-        self._fh.write(b"".join(canonical_json(r).encode("utf-8") + b"\n" for r in records))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        end = self._fh.tell()
+        try:
+            self._fh.write(b"".join(canonical_json(r).encode("utf-8") + b"\n" for r in records))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as err:  # a full disk: no half line is left for the next append to write after
+            self._discard_after(end)
+            raise storage_error(err, self.path) from err
+
+    def _discard_after(self, end: int) -> None:
+        """Close the log, cutting what a failed append left after ``end`` (best effort: the next open cuts a torn tail)."""
+        fh, self._fh = self._fh, None
+        try:
+            fh.close()  # flushes what is still buffered, or fails to: either way the file is cut below
+        except OSError:
+            pass
+        try:
+            os.truncate(self.path, end)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._fh is not None:
@@ -232,6 +265,19 @@ class RunStore:
 
     def write_manifest(self, manifest: dict) -> None:
         write_json_atomic(self.manifest_path, manifest)
+
+    def write_manifest_in_place(self, manifest: dict) -> None:
+        """Overwrite manifest.json without a temporary: for a full disk, where the file's own blocks are all the room
+        there is. Compact JSON, so the failed status usually fits where the running one was."""
+        data = (json.dumps(manifest, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+        try:
+            with open(self.manifest_path, "r+b") as fh:
+                fh.write(data)
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:
+            raise storage_error(err, self.manifest_path) from err
 
 
 def iter_records(path: Path) -> Iterator[dict]:

@@ -6,7 +6,9 @@ The run is the sample replayed through recorded replies and judged by the conten
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
 import shutil
 import threading
 import urllib.error
@@ -61,13 +63,42 @@ def get(url: str) -> bytes:
         return response.read()
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST")
+def token_of(page_url: str) -> str:
+    """The token the served page carries in its config, as the page's own script reads it."""
+    html = get(page_url.split("/api/")[0] + "/").decode()
+    return json.loads(re.search(r"const CONFIG = (\{.*?\});\n", html).group(1))["token"]
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    """A rating as the page posts it (its token, no Origin: a non-browser client); ``headers`` replace those."""
+    sent = {"Content-Type": "application/json", ratings.TOKEN_HEADER: token_of(url), **(headers or {})}
+    sent = {k: v for k, v in sent.items() if v is not None}
+    request = urllib.request.Request(url, json.dumps(body).encode(), sent, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def served(handler_html: str):
+    """Another web page on another 127.0.0.1 port (another origin), serving ``handler_html`` at /."""
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            body = handler_html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def judge_values(run: Path, metric: str) -> dict:
@@ -117,6 +148,43 @@ def test_ratings_are_saved_with_rater_time_and_rubric_hash_and_bad_ones_refused(
     assert len(read_lines(run / ratings.FILE)) == 1
     post(page + "/api/ratings", {"rater": "ann", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "no"})
     assert json.loads(get(page + "/api/ratings?rater=ann")) == {"sample-gaming-en#1": {"relevance": "no"}}  # the latest
+
+
+def test_a_rating_without_the_page_token_or_from_another_origin_is_refused_and_not_written(run: Path, page: str):
+    rating = {"rater": "mallory", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "no"}
+    port = page.rsplit(":", 1)[1]
+    forged = [
+        ({ratings.TOKEN_HEADER: None}, "no valid X-Stepeval-Token"),
+        ({ratings.TOKEN_HEADER: "guessed"}, "no valid X-Stepeval-Token"),
+        ({ratings.TOKEN_HEADER: "gu\u00e9ssed"}, "no valid X-Stepeval-Token"),  # not ASCII: refused, not a crash
+        ({"Origin": "http://127.0.0.1:1"}, "Origin 'http://127.0.0.1:1' is not this page's"),
+        ({"Origin": "null"}, "Origin 'null' is not this page's"),  # a sandboxed frame or a file:// page
+        ({"Host": f"attacker.example:{port}"}, f"Host 'attacker.example:{port}' is not this server"),  # DNS rebinding
+    ]
+    for headers, why in forged:
+        status, body = post(page + "/api/ratings", rating, headers)
+        assert status == 403 and body["error"].startswith(why)
+    assert not (run / ratings.FILE).exists()
+    assert post(page + "/api/ratings", rating, {"Origin": page})[0] == 200  # the page's own origin, with its token
+    assert len(read_lines(run / ratings.FILE)) == 1
+    request = urllib.request.Request(page + "/api/items", headers={"Host": f"rebound.example:{port}"})
+    with pytest.raises(urllib.error.HTTPError) as caught:  # nor can a rebound name read the items
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 403
+
+
+def test_each_server_has_its_own_token_and_another_servers_is_refused(run: Path, page: str):
+    other = ratings.make_server(run, port=0)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        other_url = "http://{}:{}".format(*other.server_address[:2])
+        assert len(token_of(page)) >= 32 and token_of(other_url) != token_of(page)
+        rating = {"rater": "ann", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "yes"}
+        status, _ = post(page + "/api/ratings", rating, {ratings.TOKEN_HEADER: token_of(other_url)})
+        assert status == 403 and not (run / ratings.FILE).exists()
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def test_agreement_of_judge_and_raters_from_saved_ratings(run: Path, page: str):
@@ -207,6 +275,46 @@ def test_rating_in_a_real_browser_survives_a_reload(run: Path, page: str, tmp_pa
         judge[(r["conversation_id"], r["turn"])] == r["value"] for r in saved if r["metric"] == "relevance"
     ) / 3  # fmt: skip
     assert next(c["value"] for c in relevance["coefficients"] if c["name"] == "percent_agreement") == pytest.approx(by_hand)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cdp.binary() is None, reason="no chromium (apt-get install chromium)")
+def test_a_page_of_another_origin_cannot_post_a_rating_in_a_real_browser(run: Path, page: str, tmp_path: Path):
+    """A web page on another 127.0.0.1 port posts a rating to the rating server the ways a page can without
+    the token: a simple cross-origin fetch (no preflight), a form, and a fetch with a made-up token header."""
+    item = {"rater": "mallory", "item": "sample-gaming-en#1", "metric": "relevance", "grade": "no"}
+    body = json.dumps(json.dumps(item))
+    target = page + "/api/ratings"
+    attack = f"""<!doctype html><html><body>
+<form id="f" method="POST" action="{target}" enctype="text/plain" target="sink">
+<input name='{json.dumps(item)[:-1]}, "x": "' value='"}}'></form><iframe name="sink"></iframe>
+<script>
+window.results = [];
+(async () => {{
+  try {{ await fetch("{target}", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: {body}}});
+        window.results.push("no-cors sent"); }} catch (e) {{ window.results.push("no-cors " + e); }}
+  try {{ const r = await fetch("{target}", {{method: "POST", headers: {{"Content-Type": "application/json",
+        "X-Stepeval-Token": "guessed"}}, body: {body}}}); window.results.push("cors " + r.status); }}
+  catch (e) {{ window.results.push("cors blocked"); }}
+  document.getElementById("f").submit();
+  setTimeout(() => {{ document.body.dataset.done = "1"; }}, 1500);
+}})();
+</script></body></html>"""
+    other = served(attack)
+    browser = cdp.Browser(tmp_path / "profile")
+    try:
+        browser.open(f"http://127.0.0.1:{other.server_address[1]}/")
+        browser.wait_for("document.body && document.body.dataset.done === '1'")
+        results = browser.evaluate("window.results")
+    finally:
+        browser.close()
+        other.shutdown()
+        other.server_close()
+    assert results[0] == "no-cors sent" and results[1] == "cors blocked"  # the request went out; the preflight failed
+    assert not (run / ratings.FILE).exists()  # nothing was written from any of them
+    # the page itself, in the same kind of browser, still saves (its origin, its token)
+    status, _ = post(target, item, {"Origin": page})
+    assert status == 200 and len(read_lines(run / ratings.FILE)) == 1
 
 
 def test_rate_agreement_command_prints_from_saved_ratings(run: Path, page: str, capsys):

@@ -96,13 +96,17 @@ class WhisperASR:
         return self.model
 
     def check(self) -> None:
-        """Installed and the model resolvable; loads nothing (a resumed run that reuses every
-        transcript never loads Whisper)."""
+        """Installed and the weights on disk (fetched now where they are missing and downloads are allowed);
+        loads nothing (a resumed run that reuses every transcript never loads Whisper)."""
         if importlib.util.find_spec("faster_whisper") is None:
             raise ImportError("ASR needs faster-whisper: pip install 'stepeval[asr]'")
         if self.batch_size < 0 or self.num_workers < 0 or self.cpu_threads < 0:
             raise ValueError("asr.engine.batch_size, num_workers and cpu_threads must be >= 0")
-        self._model_path()
+        path = self._model_path()
+        if not self.model.startswith("packaged:"):  # weights on disk (or fetched now), not at the first transcription
+            from stepeval.asr.weights import whisper_weights
+
+            whisper_weights(path)
 
     def identity(self) -> dict:
         """What the transcripts depend on (for fingerprints and the manifest)."""

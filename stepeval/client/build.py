@@ -47,15 +47,21 @@ def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
         url = str(item.get("base_url") or "")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{where}.base_url={scrub(url)!r}: need an http(s) URL such as http://127.0.0.1:8000/v1")
-        limit = item.get("concurrency") or default_limit
+        limit = item.get("concurrency") if item.get("concurrency") is not None else default_limit  # 0 is refused
         if limit < 1:
             raise ValueError(f"{where}.concurrency must be >= 1, got {limit}")
         key = item.get("api_key") if item.get("api_key") is not None else model.get("api_key")
         register_secret(key)
-        endpoint = Endpoint(i, url.rstrip("/"), key, int(limit), float(model.get("timeout_s") or 300.0))
+        endpoint = Endpoint(i, url.rstrip("/"), key, int(limit), _timeout_s(model))
         endpoint.name = item.get("name")
         out.append(endpoint)
     return out
+
+
+def _timeout_s(model: dict) -> float:
+    """``model.timeout_s``: null is the default; 0 is not turned into it (``config.check_bounds`` refuses it)."""
+    value = model.get("timeout_s")
+    return 300.0 if value is None else float(value)
 
 
 def wire_client(model: dict, default_limit: int) -> WireClient:
@@ -69,7 +75,7 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
         voice=model.get("voice"),
         audio_format=str(model.get("audio_format") or "wav"),
         stream=bool(model.get("stream")),
-        timeout_s=float(model.get("timeout_s") or 300.0),
+        timeout_s=_timeout_s(model),
         max_retries=int(model["max_retries"] if model.get("max_retries") is not None else 4),
         send_metadata=bool(model.get("send_metadata", True)),
         extra_body=dict(model.get("extra_body") or {}),

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stepeval.records import FAILED, SKIPPED, Key, Record, record_type
 from stepeval.secrets import scrub
+from stepeval.stages.progress import bar as progress_bar
 from stepeval.store import GroupCommitter, RunStore
 
 
@@ -167,7 +168,7 @@ class StageRun:
 
     def _grow(self, n: int) -> None:
         if self._bar is None:
-            self._bar = tqdm(
+            self._bar = progress_bar(  # plain lines where stderr is not a terminal
                 total=0,
                 desc=self.stage.name,
                 unit=self.stage.unit_name,

@@ -25,7 +25,7 @@ from stepeval.client import history as history_mod
 from stepeval.client.responder import Responder
 from stepeval.records import FAILED, SKIPPED, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, Unit
-from stepeval.store import RunStore, fingerprint
+from stepeval.store import FULL, RunStore, fingerprint
 from stepeval.types import Conversation, Reply, TurnContext
 
 STAGE = "replay"
@@ -117,7 +117,9 @@ class ReplayStage(Stage[ConversationUnit]):
                 record, files = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
                 try:
                     await emit(record, files)  # the reply's audio file, then its record, durable in one group commit
-                except OSError as err:  # its audio could not be saved: this turn failed (a full disk fails the next emit too)
+                except OSError as err:  # its audio could not be saved: this turn failed
+                    if err.errno in FULL:  # no room left: every later turn would fail the same way; the run stops
+                        raise
                     record = ReplayRecord(**base, status=FAILED, error=f"reply not saved: {err}")
                     await emit(record)
             if record.status != "ok":

@@ -13,9 +13,11 @@ order is the same for every rater (their ratings overlap, which agreement needs)
 from __future__ import annotations
 
 import argparse
+import hmac
 import itertools
 import json
 import re
+import secrets
 import sys
 import threading
 import webbrowser
@@ -285,12 +287,17 @@ def agreement_entries(
 # --- the page ----------------------------------------------------------------------------
 
 
-def page(run_name: str, rubrics: list[Rubric], rater: str | None) -> str:
+TOKEN_HEADER = "X-Stepeval-Token"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def page(run_name: str, rubrics: list[Rubric], rater: str | None, token: str = "") -> str:
+    """The rating page, with this server's token (sent back with every rating) in its config."""
     questions = [
         {"metric": r.metric, "question": question(r), "allowed": list(r.allowed), "scale": r.scale, "prompt": r.prompt}
         for r in rubrics
     ]
-    config = {"run": run_name, "questions": questions, "rater": rater or ""}
+    config = {"run": run_name, "questions": questions, "rater": rater or "", "token": token}
     data = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return PAGE.read_text(encoding="utf-8").replace("/*CONFIG*/null", data)
 
@@ -302,7 +309,8 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
     rubrics = rubrics_of(run_dir, rubric_names)
     items = load_items(run_dir, rubrics, seed)
     store = Store(run_dir, items, rubrics, seed)
-    html = page(str(load_manifest(run_dir).get("run_name") or run_dir.name), rubrics, rater).encode("utf-8")
+    token = secrets.token_urlsafe(32)  # per server: only a page this server served can post a rating
+    html = page(str(load_manifest(run_dir).get("run_name") or run_dir.name), rubrics, rater, token).encode("utf-8")
     public = json.dumps([i.public() for i in items], ensure_ascii=False).encode("utf-8")
 
     class Handler(BaseHTTPRequestHandler):
@@ -322,7 +330,25 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
         def _json(self, status: int, value: object) -> None:
             self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json")
 
+        def _foreign(self) -> str | None:
+            """Why this request is not from the page this server served, or None.
+
+            The Host must name this server where it listens on a loopback address (a rebound DNS name does not);
+            a browser's Origin must be the page's own (another web page's form or fetch is refused)."""
+            host = self.headers.get("Host") or ""
+            name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
+            listening = self.server.server_address[:2]
+            if str(listening[0]) in LOOPBACK and (name.strip("[]") not in LOOPBACK or port != str(listening[1])):
+                return f"Host {host!r} is not this server"
+            origin = self.headers.get("Origin")
+            if origin is not None and origin != f"http://{host}":
+                return f"Origin {origin!r} is not this page's"
+            return None
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            refused = self._foreign()
+            if refused:
+                return self._json(403, {"error": refused})
             url = urlparse(self.path)
             if url.path == "/":
                 return self._send(200, html, "text/html; charset=utf-8")
@@ -346,6 +372,12 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
         def do_POST(self) -> None:  # noqa: N802
             if urlparse(self.path).path != "/api/ratings":
                 return self._json(404, {"error": "not found"})
+            refused = self._foreign()
+            if refused is None and not hmac.compare_digest((self.headers.get(TOKEN_HEADER) or "").encode(), token.encode()):
+                refused = f"no valid {TOKEN_HEADER}: ratings are taken only from the page this server serves"
+            if refused:
+                self.close_connection = True  # the body is not read
+                return self._json(403, {"error": refused})
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 saved = store.save(json.loads(self.rfile.read(length) or b"{}"))
