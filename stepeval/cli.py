@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         "validate-judge <run> [judge overrides]: controls and agreement",
         "validation",
     ),
+    "arena": (
+        "stepeval.arena.command",
+        "arena <view> <view> [...] [judge overrides]: pairwise preference, both orders, Bradley-Terry with intervals",
+        "validation",
+    ),
     "rate": ("stepeval.validation.ratings", "rate <run> [--port] [--rater NAME]: a listening page for human ratings", None),
 }
 
@@ -50,7 +55,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib", "jinja2", "tabulate"),
     "models": ("transformers", "tokenizers"),
     "cluster": ("submitit", "hydra_plugins"),
-    "validation": ("krippendorff", "sklearn", "scipy", "websockets"),
+    "validation": ("krippendorff", "sklearn", "scipy", "websockets", "choix"),
 }
 
 

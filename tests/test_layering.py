@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"backends", "client"},
     {"stages"},
     {"reporting"},
-    {"pipeline", "fleet", "validation"},
+    {"pipeline", "fleet", "validation", "arena"},
     {"cli", "hydra_app", "__main__"},
 ]
 

@@ -63,6 +63,8 @@ def parse_reply(content: str | None, rubric: Rubric, refusal: str | None = None,
     grade = obj[rubric.field]
     if isinstance(grade, str) and rubric.scale == "yes_no":
         grade = grade.strip().lower()
+    if isinstance(grade, str) and rubric.scale == "pairwise":
+        grade = {"a": "A", "b": "B", "tie": "tie"}.get(grade.strip().lower(), grade)
     allowed = any(type(grade) is type(a) and grade == a for a in rubric.allowed)
     if not allowed:
         return _invalid(f"{rubric.field}={json.dumps(grade)} is not one of {list(rubric.allowed)}", rationale)
@@ -79,6 +81,9 @@ def aggregate(parsed: list[Parsed], rubric: Rubric) -> tuple[float | None, str |
         return None, UNPARSEABLE
     if rubric.scale == "likert":
         return round(sum(values) / len(values), 6), None
+    if rubric.scale == "pairwise":  # the majority side; an even split is a tie (0.5), which is a verdict here
+        share = sum(values) / len(values)
+        return (1.0 if share > 0.5 else 0.0 if share < 0.5 else 0.5), None
     counts = Counter(values)
     if counts[1.0] == counts[0.0]:
         return None, TIED

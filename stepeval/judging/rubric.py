@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 PACKAGED = Path(__file__).resolve().parent / "rubrics"
-SCALES = {"yes_no", "likert"}
+SCALES = {"yes_no", "likert", "pairwise"}  # pairwise: A, B or tie between two replies (the arena)
+PAIRWISE = ("A", "B", "tie")
 MODALITIES = {"text", "audio"}
 FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n(.*)\Z", re.DOTALL)
 
@@ -26,7 +27,7 @@ class Rubric:
     metric: str  # the column it fills, e.g. "factuality"
     version: int
     modality: str  # "text": reads transcripts; "audio": hears the reply
-    scale: str  # "yes_no" (stored 1.0/0.0, majority of samples) or "likert" (mean of samples)
+    scale: str  # "yes_no" (1.0/0.0, majority of samples), "likert" (mean of samples), "pairwise" (A 1.0, B 0.0, tie 0.5)
     field: str  # the JSON key holding the grade
     allowed: tuple  # the grades the judge may give; anything else leaves the item unscored
     prompt: str
@@ -37,6 +38,8 @@ class Rubric:
         """The stored number for an allowed grade."""
         if self.scale == "yes_no":
             return 1.0 if grade == "yes" else 0.0
+        if self.scale == "pairwise":  # the share of the win that goes to reply A
+            return {"A": 1.0, "B": 0.0, "tie": 0.5}[grade]  # type: ignore[index]
         return float(grade)  # type: ignore[arg-type]
 
     def describe(self) -> dict:
@@ -90,6 +93,8 @@ def load(folder: Path, name: str) -> Rubric:
     allowed = tuple(meta["allowed"] or ())
     if meta["scale"] == "yes_no" and set(allowed) != {"yes", "no"}:
         raise ValueError(f"{path}: a yes_no rubric allows exactly ['yes', 'no'], not {list(allowed)}")
+    if meta["scale"] == "pairwise" and list(allowed) != list(PAIRWISE):
+        raise ValueError(f"{path}: a pairwise rubric allows exactly {list(PAIRWISE)}, not {list(allowed)}")
     if meta["scale"] == "likert" and (not allowed or not all(type(a) is int for a in allowed)):
         raise ValueError(f"{path}: a likert rubric allows a list of integers, not {list(allowed)}")
     prompt = match.group(2).strip()
