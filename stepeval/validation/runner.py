@@ -50,9 +50,10 @@ class Tally:
     usage: dict = field(default_factory=dict)
 
 
-def build_client(judge: DictConfig, seed_offset: int = 0) -> JudgeClient:
-    """The text judge a judge config describes (``seed_offset`` shifts its seed: the self-consistency repeat)."""
-    return judge_client(judge, "text", seed_offset=seed_offset)
+def build_client(judge: DictConfig, seed_offset: int = 0, modality: str = "text") -> JudgeClient:
+    """The text (or listening) judge a judge config describes (``seed_offset`` shifts its seed: the
+    self-consistency repeat)."""
+    return judge_client(judge, modality, seed_offset=seed_offset)
 
 
 def cache_path(run_dir: Path, metric: str) -> Path:
