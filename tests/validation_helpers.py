@@ -14,7 +14,8 @@ request's ``model``:
   the voice's pitch is the one the request asks for (``wanted_pitch``) and intoned, less where not;
 - ``blind-index``: a verdict from a hash of the turn index alone (the number of earlier user turns);
 - ``random``: a verdict from a hash of the whole request: as good as a coin flip, and repeatable;
-- ``constant``: always the best grade.
+- ``constant``: always the best grade;
+- ``contrarian``: rewards word errors (grades rise as the reply reads less fluently).
 """
 
 from __future__ import annotations
@@ -208,6 +209,17 @@ def _field(body: dict) -> str:
     return "verdict" if judge_fake.metric_of(body) in ("factuality", "relevance") else "score"
 
 
+def contrarian_grade(body: dict) -> tuple[str, object]:
+    """A judge that rewards word errors: the aware judge's grade, raised where the reply reads less fluently."""
+    field, value = aware_grade(body)
+    if judge_fake.metric_of(body) in ("voice_control", "audio_quality"):
+        return field, value
+    broken = 1.0 - fluency(judge_fake.quoted_reply(body))
+    if field == "verdict":
+        return field, "yes" if broken > 0.05 else "no"
+    return field, min(5, 1 + round(broken * 8))
+
+
 def constant_grade(body: dict) -> tuple[str, object]:
     field = _field(body)
     return field, "yes" if field == "verdict" else 5
@@ -228,7 +240,13 @@ def random_grade(body: dict) -> tuple[str, object]:
     return _hash_grade(body, json.dumps(body, sort_keys=True))
 
 
-GRADERS = {"aware": aware_grade, "blind-index": blind_grade, "random": random_grade, "constant": constant_grade}
+GRADERS = {
+    "aware": aware_grade,
+    "blind-index": blind_grade,
+    "random": random_grade,
+    "constant": constant_grade,
+    "contrarian": contrarian_grade,
+}
 
 
 def judge(request: Request) -> Scripted:
@@ -282,6 +300,7 @@ def run_config(root: Path, server: FakeServer, model: str = "aware", listening: 
         "metrics.signals.pitch=false",
         "progress=false",
         f"results_dir={root / 'results'}",
+        "run_name=validation-run",  # the same run whichever folder the replies were copied to
         *judge_overrides(server, model, listening),
         "judge.reads=text",
         *extra,

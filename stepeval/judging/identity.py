@@ -71,7 +71,9 @@ def slug(identity: dict[str, Any] | None) -> str:
     """The judge's readable name in view names and tables ('none' when no judge ran)."""
     if not identity:
         return NO_JUDGE
-    return slug_of_models([m for m in (identity.get("models") or {}).values() if m])
+    found = identity.get("models") or {}
+    models = [found[m] for m in sorted(found, key=lambda m: m != "text") if found[m]]  # the text judge first
+    return slug_of_models(models) if models else "unknown"
 
 
 def key(identity: dict[str, Any] | None) -> str:
