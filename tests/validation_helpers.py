@@ -26,16 +26,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from hydra import compose, initialize_config_dir
 
+from stepeval import audio as audio_io
 from stepeval import pipeline
 from stepeval.config import conf_dir, register_schemas
 from tests import judge_fake
 from tests.http_fake import FakeServer, Request, Scripted
 
 REPO = Path(__file__).resolve().parents[1]
-WAV = REPO / "stepeval" / "backends" / "assets" / "canned_reply.wav"
 
 REPLIES = {
     "sample-singing-en": [
@@ -273,7 +272,7 @@ def write_replies(folder: Path) -> Path:
         for turn, text in enumerate(replies):
             (folder / cid).mkdir(parents=True, exist_ok=True)
             audio = render_reply(wanted_pitch(texts[(cid, turn)]))
-            sf.write(folder / cid / f"turn_{turn}.wav", audio, RATE, subtype="PCM_16")
+            (folder / cid / f"turn_{turn}.wav").write_bytes(audio_io.encode_wav(audio, RATE))
             (folder / cid / f"turn_{turn}.txt").write_text(text, encoding="utf-8")
     return folder
 
