@@ -155,3 +155,31 @@ def test_sensitivity_slope_through_the_origin():
     result = controls.sensitivity(pairs, resamples=200)
     assert result["per_wer_point"] == pytest.approx(-0.05)  # -5 per unit WER = -0.05 per WER point
     assert result["low"] == pytest.approx(-0.05) and result["high"] == pytest.approx(-0.05)
+
+
+def test_transcripts_in_the_wrong_language_are_unusable_not_controls(tmp_path):
+    """A reply whose ASR transcript is in another language than the conversation (a small Whisper writing
+    Mandarin as Thai) is left out with the reason; a text-channel reply is kept whatever the score says."""
+    import json
+
+    from stepeval.judging.rubric import PACKAGED
+    from stepeval.judging.rubric import load as load_rubric
+    from stepeval.validation import items
+
+    rubric = load_rubric(PACKAGED, "relevance.v1")
+    records = tmp_path / "records"
+    records.mkdir()
+    judged, scored = [], []
+    for cid, source, match in (("zh-1", "asr", 0.0), ("en-1", "asr", 1.0), ("zh-2", "text", 0.0)):
+        text = text_messages(rubric, [Turn("user", "question")], f"reply of {cid}")[-1]["content"]
+        judge = {"input_format": items.INPUT_FORMAT}
+        judged.append({"conversation_id": cid, "turn": 0, "status": "ok", "input": text, "judge": judge,
+                       "reads": "asr", "reply_source": source, "metrics": {"relevance": 1.0}})  # fmt: skip
+        scored.append({"conversation_id": cid, "turn": 0, "metrics": {"language_match": match}})
+    (records / "judge-relevance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judged))
+    (records / "score.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scored))
+    misheard = items.misheard(tmp_path)
+    assert misheard == {("zh-1", 0), ("zh-2", 0)}
+    found, skipped = items.load(tmp_path, rubric, unusable=misheard)
+    assert [i.conversation_id for i in found] == ["en-1", "zh-2"]
+    assert skipped == {items.MISHEARD: 1}

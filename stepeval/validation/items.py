@@ -74,9 +74,28 @@ def selected(path: Path, selection: dict[Key, str] | None) -> list[dict]:
     return out
 
 
-def load(run_dir: Path, rubric: Rubric, selection: dict[Key, str] | None = None) -> tuple[list[Item], dict[str, int]]:
+MISHEARD = "ASR transcript in another language than the conversation's (language_match=0): not what the reply said"
+
+
+def misheard(run_dir: Path, selection: dict[Key, str] | None = None) -> set[Key]:
+    """Turns whose reply transcript is in another language than the conversation's (the score log's
+    ``language_match`` is 0: e.g. a small offline Whisper writing synthetic Mandarin as Thai). Controls
+    derived from such a transcript test nothing: the judge never read what the reply said."""
+    path = Path(run_dir) / "records" / "score.jsonl"
+    if not path.is_file():
+        return set()
+    return {
+        (str(r["conversation_id"]), int(r["turn"]))
+        for r in selected(path, selection)
+        if (r.get("metrics") or {}).get("language_match") == 0.0
+    }
+
+
+def load(
+    run_dir: Path, rubric: Rubric, selection: dict[Key, str] | None = None, unusable: set[Key] | None = None
+) -> tuple[list[Item], dict[str, int]]:
     """The items of ``rubric.metric`` the judge read (the view's records: ``selection``), and counts of
-    records left out by reason."""
+    records left out by reason (``unusable``: turns whose ASR transcript is known to be wrong)."""
     path = judge_log(run_dir, rubric.metric)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no judge records for {rubric.metric!r} (run the judge on this run first)")
@@ -96,6 +115,9 @@ def load(run_dir: Path, rubric: Rubric, selection: dict[Key, str] | None = None)
             continue
         if record.get("reads") == "audio":
             skip("listening-judge item (the controls are text controls)")
+            continue
+        if unusable and record.get("reply_source") == "asr" and (str(record["conversation_id"]), int(record["turn"])) in unusable:
+            skip(MISHEARD)
             continue
         try:
             context, reply = parse_input(text)

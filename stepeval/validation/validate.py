@@ -303,8 +303,9 @@ def validate(
 def _items(run_dir: Path, view: View | None, rubric: Rubric, result: dict) -> tuple[list[items.Item], float] | None:
     """The rubric's items the view's judge read, and the share of them the controls cannot use."""
     selection = view.selection.get(judge_stage.log_name(rubric.metric)) if view is not None else None
+    scores = view.selection.get("score") if view is not None else None
     try:
-        found, skipped = items.load(run_dir, rubric, selection)
+        found, skipped = items.load(run_dir, rubric, selection, items.misheard(run_dir, scores))
     except FileNotFoundError as err:
         result["skipped"][rubric.metric] = {str(err): 1}
         return None
