@@ -28,6 +28,7 @@ from stepeval.data import loader
 from stepeval.judging import identity as judge_identity
 from stepeval.judging.llm_judge import add_usage
 from stepeval.provenance import code_revision, package_versions
+from stepeval.reporting import validity
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.secrets import scrub
@@ -193,6 +194,7 @@ def run(cfg: DictConfig) -> RunOutcome:
         table = markdown_table(summary, notes)
         title = f"# {prepared.run_name}, view {view.name}" + (f" ({view.label})" if view.subset else "")
         (folder / "table.md").write_text(f"{title}\n\n{table}", encoding="utf-8")
+        validity.refresh_table(folder, view.description.get("judge"))  # the line under it: its judge's validation
         problems = _problems(prepared, stats)
         _finish_manifest(store, manifest, stats, view, problems)
         print(f"\n{table}")

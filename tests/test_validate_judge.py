@@ -6,6 +6,7 @@ rerun sends no request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -40,11 +41,30 @@ CONTROL_CHECKS = TEXT_CHECKS | WER_CHECKS | LISTENING_CHECKS
 FAST = ["--wer-rates", "0.2", "0.4", "--resamples", "300"]
 
 
+JUDGES = ("aware", "random", "constant", "contrarian")
+
+
 @pytest.fixture(scope="module")
-def server():
-    with FakeServer() as fake:
-        fake.fallback = vh.judge
-        yield fake
+def servers():
+    """One judge server of our own per judge, each on its own 127.0.0.1 port."""
+    with contextlib.ExitStack() as stack:
+        found = {}
+        for name in JUDGES:
+            fake = stack.enter_context(FakeServer())
+            fake.fallback = vh.judge_as(name)
+            found[name] = fake
+        yield found
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> FakeServer:
+    return servers["aware"]
+
+
+def at(servers: dict, model: str) -> list[str]:
+    """Overrides that point the judge (text and listening) at another judge server."""
+    url = f"{servers[model].url}/v1"
+    return [f"judge.model={model}", f"judge.base_url={url}", f"judge.audio_model={model}", f"judge.audio_base_url={url}"]
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +118,7 @@ def test_a_view_without_validation_says_its_judge_is_not_validated(root: Path, t
     assert "-judge_aware-" in view.name  # the judge model, not the config group (openai_compatible)
     text = leaderboard.to_markdown(board(view))
     assert "judge aware-" in text and "not validated" in text
+    assert (view / "table.md").read_text().rstrip().splitlines()[-1].startswith(f"{validity.TABLE_PREFIX}judge aware-")
     assert "not validated" in report_html(view, tmp_path)
 
 
@@ -138,8 +159,8 @@ def test_content_aware_judge_passes_every_control_and_a_rerun_costs_nothing(root
 
 
 @pytest.mark.parametrize("model", ["random", "constant"])
-def test_content_blind_judges_fail_under_their_own_rows(model: str, root: Path, server: FakeServer, tmp_path: Path):
-    blind = vh.judge_view(root, server, model, listening=True)  # the same run, judged again by the blind judge
+def test_content_blind_judges_fail_under_their_own_rows(model: str, root: Path, servers: dict, tmp_path: Path):
+    blind = vh.judge_view(root, servers[model], model, listening=True)  # the same run, judged again by the blind judge
     aware = view_of(root, "aware")
     assert validate.main([str(blind), *FAST]) == 1  # the view's own judge: no override
     found = stored(blind)
@@ -156,9 +177,9 @@ def test_content_blind_judges_fail_under_their_own_rows(model: str, root: Path, 
     assert "validation FAILED" not in report_html(aware, tmp_path)
 
 
-def test_a_judge_that_rewards_word_errors_fails_loudly(root: Path, capsys):
+def test_a_judge_that_rewards_word_errors_fails_loudly(root: Path, servers: dict, capsys):
     view = view_of(root, "aware")
-    code = validate.main([str(view), "judge.model=contrarian", "--controls", "wer", "--no-repeat", *FAST])
+    code = validate.main([str(view), *at(servers, "contrarian"), "--controls", "wer", "--no-repeat", *FAST])
     assert code == 1
     found = stored_for(view, "contrarian")
     for name in WER_CHECKS:
@@ -173,16 +194,16 @@ def stored_for(view: Path, model: str) -> dict:
     return json.loads(path.read_text())
 
 
-def test_the_random_judge_never_passes_error_sensitivity(root: Path):
+def test_the_random_judge_never_passes_error_sensitivity(root: Path, servers: dict):
     view = view_of(root, "aware")
-    assert validate.main([str(view), "judge.model=random", "--controls", "wer", "--no-repeat", *FAST]) == 1
+    assert validate.main([str(view), *at(servers, "random"), "--controls", "wer", "--no-repeat", *FAST]) == 1
     for name in WER_CHECKS:
         assert checks(stored_for(view, "random"))[name]["status"] == "failed"
 
 
-def test_two_judges_on_one_run_each_row_shows_its_own_validation(root: Path, server: FakeServer, tmp_path: Path):
+def test_two_judges_on_one_run_each_row_shows_its_own_validation(root: Path, servers: dict, tmp_path: Path):
     aware = view_of(root, "aware")
-    random = vh.judge_view(root, server, "random", listening=True)
+    random = vh.judge_view(root, servers["random"], "random", listening=True)
     assert validate.main([str(aware), "--no-repeat", *FAST]) == 0
     assert validate.main([str(random), "--no-repeat", *FAST]) == 1
     out = tmp_path / "board"
@@ -208,6 +229,11 @@ def test_two_judges_on_one_run_each_row_shows_its_own_validation(root: Path, ser
     assert " validated: " in html and "FAILED" not in html
     manifest = json.loads((run_of(root) / "manifest.json").read_text())
     assert {e["judge"] for e in manifest["views"].values()} == {"aware", "random"}
+    # the line under each view's table: its own judge's validation
+    aware_table = (aware / "table.md").read_text().rstrip().splitlines()[-1]
+    random_table = (random / "table.md").read_text().rstrip().splitlines()[-1]
+    assert aware_table.startswith(f"{validity.TABLE_PREFIX}judge aware-") and " validated: " in aware_table
+    assert random_table.startswith(f"{validity.TABLE_PREFIX}judge random-") and "validation FAILED" in random_table
 
 
 def test_a_validation_of_the_same_model_otherwise_configured_is_stale_and_names_what_changed(root: Path):
@@ -232,8 +258,8 @@ def test_an_edited_rubric_makes_the_validation_stale(root: Path):
     assert "stale" in line and "rubric chat_score sha256 000000000000 -> " in line
 
 
-def test_a_run_with_two_judged_views_is_refused_naming_them(root: Path, server: FakeServer, capsys):
-    other = vh.judge_view(root, server, "constant")
+def test_a_run_with_two_judged_views_is_refused_naming_them(root: Path, servers: dict, capsys):
+    other = vh.judge_view(root, servers["constant"], "constant")
     assert validate.main([str(run_of(root)), *FAST]) == 2
     err = capsys.readouterr().err
     assert "holds 2 judged views" in err and other.name in err and view_of(root, "aware").name in err
@@ -251,9 +277,9 @@ def test_a_judge_that_is_down_is_one_clear_line_before_any_work(root: Path, caps
     assert not list((run_of(root) / "records").glob("validation-*.jsonl"))
 
 
-def test_self_consistency_and_inter_judge_agreement(root: Path, server: FakeServer):
+def test_self_consistency_and_inter_judge_agreement(root: Path, servers: dict):
     view = view_of(root, "aware")
-    second = ["--second", "judge=openai_compatible", f"judge.base_url={server.url}/v1", "judge.model=random"]
+    second = ["--second", "judge=openai_compatible", f"judge.base_url={servers['random'].url}/v1", "judge.model=random"]
     assert validate.main([str(view), "--controls", "shuffle", *FAST, *second]) == 1  # the random second judge disagrees
     found = stored(view)
     entries = {(a["kind"], a["metric"]): a for a in found["agreement"]}
@@ -279,9 +305,9 @@ def test_self_consistency_and_inter_judge_agreement(root: Path, server: FakeServ
     assert found["second_judge"]["model"] == "random"
 
 
-def test_agreement_thresholds_are_configurable(root: Path, server: FakeServer):
+def test_agreement_thresholds_are_configurable(root: Path, servers: dict):
     view = view_of(root, "aware")
-    second = ["--second", "judge=openai_compatible", f"judge.base_url={server.url}/v1", "judge.model=random"]
+    second = ["--second", "judge=openai_compatible", f"judge.base_url={servers['random'].url}/v1", "judge.model=random"]
     lax = ["--agreement-threshold", "inter-judge=-1", "--min-items", "2"]
     assert validate.main([str(view), "--controls", "truncate", "--no-repeat", *lax, *FAST, *second]) == 0
     found = stored(view)

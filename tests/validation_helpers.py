@@ -249,12 +249,27 @@ GRADERS = {
 
 
 def judge(request: Request) -> Scripted:
+    """A server answering as the judge its requests name (``model``)."""
     if request.method == "GET" and request.path.endswith("/models"):
         return judge_fake.models_list(*GRADERS)
     body = request.json
     field, value = GRADERS[body["model"]](body)
     content = json.dumps({"rationale": f"{body['model']} fake judge", field: value})
     return Scripted(json=judge_fake.completion(content, model=body["model"]))
+
+
+def judge_as(name: str):
+    """A server that is one judge: it serves model ``name`` and grades as that judge, whatever else it is asked."""
+
+    def answer(request: Request) -> Scripted:
+        if request.method == "GET" and request.path.endswith("/models"):
+            return judge_fake.models_list(name)
+        body = request.json
+        field, value = GRADERS[name](body)
+        content = json.dumps({"rationale": f"{name} fake judge", field: value})
+        return Scripted(json=judge_fake.completion(content, model=name))
+
+    return answer
 
 
 def user_texts() -> dict[tuple[str, int], str]:

@@ -115,6 +115,7 @@ def display_frame(board: dict) -> pd.DataFrame:
     rows = []
     for row in board["rows"]:
         shown = {k: row[k] or "" for k in IDENTITY_COLUMNS}
+        shown["judge"] = row["judge_key"] if row["judge"] != judge_identity.NO_JUDGE else row["judge"]  # exact: slug + hash
         shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
         rows.append(shown)
     columns = [*IDENTITY_COLUMNS, *board["metrics"]]

@@ -140,6 +140,33 @@ def line(run_dir: Path, manifest: dict | None = None, judge: dict | None = None)
     return f"judge {name} {verdict_word(summary)}: {counts} ({figures})"
 
 
+TABLE_PREFIX = "Judge validity: "
+
+
+def refresh_table(view_folder: Path, judge: dict | None) -> None:
+    """Put (or replace) the line under a view's ``table.md``: its own judge's validation."""
+    path = Path(view_folder) / "table.md"
+    if not path.is_file() or judge_identity.of(judge) is None:
+        return
+    kept = [row for row in path.read_text(encoding="utf-8").rstrip("\n").split("\n") if not row.startswith(TABLE_PREFIX)]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    text = line(Path(view_folder).parent.parent, judge=judge)
+    path.write_text("\n".join(kept) + f"\n\n{TABLE_PREFIX}{text}\n", encoding="utf-8")
+
+
+def refresh_tables(run_dir: Path) -> None:
+    """Every view's table line (after a validation: the views of the judge validated now say so)."""
+    from stepeval import views
+
+    for found in sorted((Path(run_dir) / views.VIEWS_DIR).glob(f"*/{views.VIEW_FILE}")):
+        try:
+            view = views.load(found.parent)
+        except ValueError:
+            continue
+        refresh_table(found.parent, view.description.get("judge"))
+
+
 def _coefficient_text(c: dict) -> str:
     if c.get("value") is None:
         return f"{c['name']} n/a"

@@ -297,6 +297,7 @@ def validate(
     _agreement_checks(result, th)
     result["summary"] = validity.summarise(result)
     write_json_atomic(validity.path_for(run_dir, identity), result)
+    validity.refresh_tables(run_dir)
     return result
 
 
