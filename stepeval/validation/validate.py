@@ -193,6 +193,11 @@ async def _judge_metric(rubric, found, judges: dict, wanted, rates, seed) -> dic
     return out
 
 
+def public(client_identity: dict, name: str) -> dict:
+    """A judge client's identity fit for a file: the endpoint without userinfo or query (credentials)."""
+    return {**client_identity, "base_url": judge_identity.bare_url(client_identity.get("base_url")), "name": name}
+
+
 def validate(
     path: Path,
     judge: DictConfig,
@@ -265,10 +270,10 @@ def validate(
             for client in [*(c for role, c in clients.items() if role != "repeat"), *([audio_client] if audio_client else [])]:
                 await client.preflight()
             primary = clients.get("primary") or audio_client
-            result["judge"] = {**primary.identity(), "name": judge.name}
+            result["judge"] = public(primary.identity(), judge.name)
             result["rubrics"] = {r.metric: {"name": r.name, "sha256": r.sha256} for r in [*rubrics, *listening]}
             if second is not None and "second" in clients:
-                result["second_judge"] = {**clients["second"].identity(), "name": second.name}
+                result["second_judge"] = public(clients["second"].identity(), second.name)
             for rubric in rubrics:
                 found = _items(run_dir, view, rubric, result)
                 if found is None:
