@@ -20,6 +20,7 @@ request's ``model``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -120,13 +121,18 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return list(zip(toks, toks[1:], strict=False))
 
 
-KNOWN_PAIRS = {p for replies in REPLIES.values() for reply in replies for p in _pairs(reply)}
+@functools.cache
+def known_pairs() -> frozenset:
+    """The language the aware judge knows: the word (character) pairs of the replies above and of the sample's user turns."""
+    texts = [reply for replies in REPLIES.values() for reply in replies] + list(user_texts().values())
+    return frozenset(p for text in texts for p in _pairs(text))
 
 
 def fluency(text: str) -> float:
     """The share of the text's word (character) pairs that are pairs of the language the judge knows."""
     pairs = _pairs(text)
-    return sum(p in KNOWN_PAIRS for p in pairs) / len(pairs) if pairs else 0.0
+    known = known_pairs()
+    return sum(p in known for p in pairs) / len(pairs) if pairs else 0.0
 
 
 def aware_grade(body: dict) -> tuple[str, object]:
@@ -272,6 +278,7 @@ def judge_as(name: str):
     return answer
 
 
+@functools.cache
 def user_texts() -> dict[tuple[str, int], str]:
     """The sample's user transcripts by (conversation, turn): what each reply's voice is rendered for."""
     from stepeval.data import loader, sources

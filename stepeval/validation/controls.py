@@ -142,7 +142,8 @@ class Thresholds:
     """When a check has enough signal to pass or fail (docs/judging.md gives the sources of the defaults).
 
     ``min_items``: items scored both as original and as control; ``min_conversations`` (None: the least
-    number at which the exact sign-flip test can reach ``alpha`` at all, 2/2^n < alpha); ``max_unusable``:
+    number at which the exact sign-flip test can still reach ``alpha`` with one conversation not moving,
+    2/2^(n-1) < alpha: fewer, and a judge that misses a single conversation could not pass); ``max_unusable``:
     the share of a rubric's items the controls cannot use (nothing judged, no transcript, an empty one)
     above which every check of the rubric is inconclusive; ``agreement``: least kappa (yes/no: Cohen's,
     1-5: quadratic-weighted) or Krippendorff's alpha per agreement kind."""
@@ -161,7 +162,7 @@ class Thresholds:
     def conversations_needed(self) -> int:
         if self.min_conversations is not None:
             return self.min_conversations
-        return max(2, math.floor(math.log2(2.0 / self.alpha)) + 1)
+        return max(2, math.floor(math.log2(2.0 / self.alpha)) + 2)
 
     def agreement_threshold(self, kind: str) -> float | None:
         return dict(self.agreement).get(kind)
