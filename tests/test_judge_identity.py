@@ -34,7 +34,7 @@ def section(**changes) -> dict:
 def test_the_slug_is_the_judge_model_readably():
     assert identity.slug(identity.of(section())) == "qwen2.5-7b-instruct"
     both = section(endpoints={"audio": {"model": "gpt-4o-audio-preview", "base_url": None}, "text": {"model": "gpt-4o"}})
-    assert identity.slug(identity.of(both)) == "gpt-4o+gpt-4o-audio-preview"  # the text judge first
+    assert identity.slug(identity.of(both)) == "gpt-4o_gpt-4o-audio-preview"  # the text judge first
     assert identity.slug(identity.of({"name": "none"})) == "none"
     assert identity.of({"name": "none"}) is None
 

@@ -64,7 +64,7 @@ def slug_of_models(models: list[str]) -> str:
         tail = str(model).rstrip("/").rsplit("/", 1)[-1]
         cleaned = re.sub(r"[^a-z0-9.]+", "-", tail.lower()).strip("-.")
         parts.append(cleaned[:40] or "model")
-    return "+".join(parts) or NO_JUDGE
+    return "_".join(parts) or NO_JUDGE  # text judge, then listening judge; "_" keeps view names file-system-safe
 
 
 def slug(identity: dict[str, Any] | None) -> str:
