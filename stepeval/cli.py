@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI", None),
     "validate-judge": (
         "stepeval.validation.validate",
-        "validate-judge <run> [judge overrides]: controls and agreement",
+        "validate-judge <view | run> [judge overrides]: controls and agreement, stored per judge",
         "validation",
     ),
     "arena": (

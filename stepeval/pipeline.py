@@ -25,8 +25,10 @@ from stepeval.client.build import build_responder, model_identity
 from stepeval.client.responder import Responder
 from stepeval.config import check_config, check_target, redact, to_container
 from stepeval.data import loader
+from stepeval.judging import identity as judge_identity
 from stepeval.judging.llm_judge import add_usage
 from stepeval.provenance import code_revision, package_versions
+from stepeval.reporting import validity
 from stepeval.reporting.records import turn_scores
 from stepeval.reporting.summary import markdown_table, summarise
 from stepeval.secrets import scrub
@@ -202,11 +204,16 @@ def run(cfg: DictConfig) -> RunOutcome:
             print(item.line())
         view = _view(prepared, results, manifest)
         notes = _notes(prepared, stats, view)
+        renamed = views.migrate(root, view)  # a view of an earlier version, named after the judge config group
         folder = views.save(root, view)
+        if renamed:
+            manifest.setdefault("views", {}).pop(renamed, None)
+            print(f"view {renamed} renamed {view.name} (view names now carry the judge model)")
         summary = _summarise(prepared, store, view, results["replay"], notes)
         table = markdown_table(summary, notes)
         title = f"# {prepared.run_name}, view {view.name}" + (f" ({view.label})" if view.subset else "")
         (folder / "table.md").write_text(f"{title}\n\n{table}", encoding="utf-8")
+        validity.refresh_table(folder, view.description.get("judge"))  # the line under it: its judge's validation
         problems = _problems(prepared, stats)
         _finish_manifest(store, manifest, stats, view, problems)
         print(f"\n{table}")
@@ -350,7 +357,13 @@ def _view(prepared: Prepared, results: dict[str, StageResult], manifest: dict) -
         judge=judge,
         signals=signals.identity(options),
         metrics={k: v for k, v in (plain.get("metrics") or {}).items() if k != "signals"},
-        names={"asr": cfg.asr.name, "judge": cfg.judge.name, "metrics": cfg.metrics.name},
+        names={
+            "asr": cfg.asr.name,
+            "judge": judge_identity.slug(judge_identity.of(judge)),
+            "judge_key": judge_identity.key(judge_identity.of(judge)),
+            "judge_config": cfg.judge.name,
+            "metrics": cfg.metrics.name,
+        },
     )
     # in dataset order, logs in stage order: records land in any order when stages overlap, tables must not vary
     logs = sorted((log for log in results if log == "score" or log.startswith("judge-")), key=lambda log: (log != "score", log))

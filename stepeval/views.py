@@ -86,7 +86,9 @@ def describe(
     names: dict[str, str],
 ) -> tuple[str, dict[str, Any]]:
     """The view's name and description. The name reads as what it is (subset, ASR, judge, metrics
-    config) and ends in a hash of everything the numbers depend on, so two views never share one."""
+    config) and ends in a hash of everything the numbers depend on, so two views never share one.
+    ``names['judge']`` is the judge's slug (``judging.identity.slug``: the judge model, not its config
+    group), so two views that differ by judge read as two judges."""
     conversations = len({k[0] for k in keys})
     description = {
         "subset": conversations < dataset_conversations,
@@ -101,10 +103,36 @@ def describe(
         "metrics": metrics,
         "names": names,
     }
-    digest = fingerprint({k: v for k, v in description.items() if k != "names"})[:8]
+    digest = fingerprint(_without_names(description))[:8]
     scope = f"first{conversations}" if description["subset"] else "all"
     name = safe_name(f"{scope}-asr_{names['asr']}-judge_{names['judge']}-metrics_{names['metrics']}-{digest}")
     return name, description
+
+
+def _without_names(description: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in description.items() if k != "names"}
+
+
+def migrate(run_dir: Path, view: View) -> str | None:
+    """Rename the folder of the same view saved under an older name (before view names carried the judge
+    model's slug they said ``judge_<config group>``) to ``view.name``; the old name, or None.
+
+    Same view: same digest and the same description apart from the names. Views that are not renamed
+    (other numbers, or a run not rerun) keep their folders and open as before."""
+    folder = Path(run_dir) / VIEWS_DIR
+    digest = view.name.rsplit("-", 1)[-1]
+    target = view_dir(run_dir, view.name)
+    if target.exists() or not folder.is_dir():
+        return None
+    for old in sorted(folder.glob(f"*-{digest}")):
+        try:
+            found = load(old)
+        except ValueError:
+            continue
+        if old.name != view.name and _without_names(found.description) == _without_names(view.description):
+            old.rename(target)
+            return old.name
+    return None
 
 
 def view_dir(run_dir: Path, name: str) -> Path:

@@ -97,6 +97,23 @@ def audio_parts(body: dict) -> list[tuple[int, float]]:
     return out
 
 
+def audio_samples(body: dict) -> list:
+    """Each input_audio attachment decoded to mono float samples (numpy), in order."""
+    content = body["messages"][-1]["content"]
+    out = []
+    for part in content if isinstance(content, list) else []:
+        if part["type"] == "input_audio":
+            samples, _ = sf.read(io.BytesIO(base64.b64decode(part["input_audio"]["data"])), dtype="float32")
+            out.append(samples if samples.ndim == 1 else samples.mean(axis=1))
+    return out
+
+
+def request_text(body: dict) -> str:
+    """The user's latest request as the listening judge got it in writing (<request>), else ''."""
+    match = re.search(r"<request>\n(.*?)\n</request>", user_text(body), re.DOTALL)
+    return json.loads(match.group(1)) if match else ""
+
+
 def grade(body: dict) -> tuple[str, object]:
     """(field, grade) the fake judge gives this request."""
     metric = metric_of(body)

@@ -105,7 +105,7 @@ def judge_values(run: Path, metric: str) -> dict:
     return {k: r["metrics"][metric] for k, r in RecordLog(run / "records" / f"judge-{metric}.jsonl").load().items()}
 
 
-def test_items_cover_every_category_first_and_never_show_the_judge(run: Path, page: str):
+def test_items_cover_every_category_first_and_never_show_the_judge(run: Path, judged_run: Path, page: str):
     items = json.loads(get(page + "/api/items"))
     assert len(items) == 22
     categories = {i["category"] for i in items}
@@ -121,7 +121,8 @@ def test_items_cover_every_category_first_and_never_show_the_judge(run: Path, pa
     assert first["reply_text"] == vh.REPLIES["sample-gaming-en"][1]
     assert first["user_text"] == "Elephant. Your turn again."
     assert [c["role"] for c in first["context"]] == ["user", "assistant"]
-    assert get(page + first["reply_audio"]) == vh.WAV.read_bytes()
+    given = judged_run.parent.parent / "replies" / "sample-gaming-en" / "turn_1.wav"  # what the recorded model replied
+    assert get(page + first["reply_audio"]) == given.read_bytes()
     assert get(page + first["user_audio"])[:4] in (b"RIFF", b"fLaC", b"OggS")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepeval.judging import identity as judge_identity
 from stepeval.reporting import validity
 from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -31,20 +32,30 @@ from stepeval.reporting.tables import (
 
 FORMATS = ("md", "csv", "tex", "json")
 FIELDS = ("mean", "low", "high", "scored", "missing", "conversations")
+IDENTITY_COLUMNS = ("run", "view", "model", "judge", "asr")  # what makes two rows two rows
 
 
 def _describe(run: Run) -> dict:
+    """The row's identity: run, view, model, judge (the slug of its model and the key of its whole
+    identity) and ASR, so two rows that differ only by judge read as two judges."""
     config = run.manifest.get("config", {})
+    judged = run.provenance()["judge"]
+    identity = judge_identity.of(judged)
+    names = run.view.description.get("names", {}) if run.view is not None else {}
+    asr = (run.view.description.get("asr") if run.view is not None else run.manifest.get("asr")) or {}
     return {
         "run": run.label,
+        "view": run.view.name if run.view is not None else None,
         "subset": run.subset or None,
         "model": run.model,
         "dataset": (config.get("dataset") or {}).get("name"),
-        "asr": (config.get("asr") or {}).get("name"),
-        "judge": (config.get("judge") or {}).get("name"),
+        "asr": names.get("asr") or asr.get("name") or asr.get("model") or (config.get("asr") or {}).get("name"),
+        "judge": judge_identity.slug(identity),
+        "judge_key": judge_identity.key(identity),
+        "judge_config": names.get("judge_config") or (run.manifest.get("judge") or {}).get("name"),
         "history": run.manifest.get("history"),
         "path": str(run.root),
-        "judge_validity": validity.line(run.root, run.manifest),
+        "judge_validity": validity.line(run.root, run.manifest, judge=judged),
     }
 
 
@@ -103,10 +114,11 @@ def display_frame(board: dict) -> pd.DataFrame:
     """Formatted cells for Markdown and LaTeX: 'mean [low, high] (scored/total)'."""
     rows = []
     for row in board["rows"]:
-        shown = {"run": row["run"], "model": row["model"]}
+        shown = {k: row[k] or "" for k in IDENTITY_COLUMNS}
+        shown["judge"] = row["judge_key"] if row["judge"] != judge_identity.NO_JUDGE else row["judge"]  # exact: slug + hash
         shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
         rows.append(shown)
-    columns = ["run", "model", *board["metrics"]]
+    columns = [*IDENTITY_COLUMNS, *board["metrics"]]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -134,8 +146,12 @@ def to_markdown(board: dict) -> str:
     frame = display_frame(board)
     header = ", ".join(f"{m}: {direction_word(d)}" for m, d in board["directions"].items())
     text = frame.to_markdown(index=False) + f"\n\n{CELL_LEGEND}\n\nDirections: {header}.\n"
-    text += "".join(f"\n{row['run']}: {row['judge_validity']}" for row in board["rows"]) + "\n"
+    text += "".join(f"\n{_row_name(row)}: {row['judge_validity']}" for row in board["rows"]) + "\n"
     return text + "".join(f"\n- {n}" for n in board["notes"]) + ("\n" if board["notes"] else "")
+
+
+def _row_name(row: dict) -> str:
+    return f"{row['run']} / {row['view']}" if row.get("view") else row["run"]
 
 
 def to_latex(board: dict) -> str:

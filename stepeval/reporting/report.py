@@ -249,7 +249,7 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         bars=png_uri(bars_path),
         conversations=views,
         notes=notes,
-        validity=validity.section(run.root, run.manifest),
+        validity=validity.section(run.root, run.manifest, judge=run.provenance()["judge"]),
         seed=seed,
         resamples=resamples,
     )

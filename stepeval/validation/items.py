@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stepeval.judging.llm_judge import INPUT_FORMAT, Turn, text_messages
 from stepeval.judging.rubric import Rubric
-from stepeval.store import RecordLog
+from stepeval.store import Key, RecordLog
 
 CONVERSATION = re.compile(r"<conversation>\n(.*?)\n?</conversation>", re.DOTALL)
 REPLY = re.compile(r"<reply>\n(.*)\n</reply>\Z", re.DOTALL)
@@ -59,8 +59,43 @@ def judge_log(run_dir: Path, metric: str) -> Path:
     return Path(run_dir) / "records" / f"judge-{metric}.jsonl"
 
 
-def load(run_dir: Path, rubric: Rubric) -> tuple[list[Item], dict[str, int]]:
-    """The items of ``rubric.metric`` the run's judge read, and counts of records left out by reason."""
+def selected(path: Path, selection: dict[Key, str] | None) -> list[dict]:
+    """The records a view uses (``selection``: key -> fingerprint), else the latest record per key."""
+    log = RecordLog(path)
+    if selection is None:
+        return list(log.load().values())
+    index = log.index()
+    out = []
+    for key, fp in selection.items():
+        record = index.get(key, fp)
+        if record is None:
+            raise ValueError(f"{path}: the record of {key[0]} turn {key[1]} that the view uses is missing")
+        out.append(record)
+    return out
+
+
+MISHEARD = "ASR transcript in another language than the conversation's (language_match=0): not what the reply said"
+
+
+def misheard(run_dir: Path, selection: dict[Key, str] | None = None) -> set[Key]:
+    """Turns whose reply transcript is in another language than the conversation's (the score log's
+    ``language_match`` is 0: e.g. a small offline Whisper writing synthetic Mandarin as Thai). Controls
+    derived from such a transcript test nothing: the judge never read what the reply said."""
+    path = Path(run_dir) / "records" / "score.jsonl"
+    if not path.is_file():
+        return set()
+    return {
+        (str(r["conversation_id"]), int(r["turn"]))
+        for r in selected(path, selection)
+        if (r.get("metrics") or {}).get("language_match") == 0.0
+    }
+
+
+def load(
+    run_dir: Path, rubric: Rubric, selection: dict[Key, str] | None = None, unusable: set[Key] | None = None
+) -> tuple[list[Item], dict[str, int]]:
+    """The items of ``rubric.metric`` the judge read (the view's records: ``selection``), and counts of
+    records left out by reason (``unusable``: turns whose ASR transcript is known to be wrong)."""
     path = judge_log(run_dir, rubric.metric)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no judge records for {rubric.metric!r} (run the judge on this run first)")
@@ -70,7 +105,7 @@ def load(run_dir: Path, rubric: Rubric) -> tuple[list[Item], dict[str, int]]:
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    for record in RecordLog(path).load().values():
+    for record in selected(path, selection):
         text = record.get("input")
         if record.get("status") == "no_input" or not text:
             skip("nothing was judged (failed turn or no transcript)")
@@ -80,6 +115,9 @@ def load(run_dir: Path, rubric: Rubric) -> tuple[list[Item], dict[str, int]]:
             continue
         if record.get("reads") == "audio":
             skip("listening-judge item (the controls are text controls)")
+            continue
+        if unusable and record.get("reply_source") == "asr" and (str(record["conversation_id"]), int(record["turn"])) in unusable:
+            skip(MISHEARD)
             continue
         try:
             context, reply = parse_input(text)

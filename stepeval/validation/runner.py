@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stepeval.judging.configured import judge_client
+from stepeval.judging.identity import bare_url
 from stepeval.judging.llm_judge import JudgeClient, add_usage, cut_off, input_sha256
 from stepeval.judging.rubric import Rubric
 from stepeval.store import GroupCommitter, RecordLog, fingerprint
@@ -50,9 +51,10 @@ class Tally:
     usage: dict = field(default_factory=dict)
 
 
-def build_client(judge: DictConfig, seed_offset: int = 0) -> JudgeClient:
-    """The text judge a judge config describes (``seed_offset`` shifts its seed: the self-consistency repeat)."""
-    return judge_client(judge, "text", seed_offset=seed_offset)
+def build_client(judge: DictConfig, seed_offset: int = 0, modality: str = "text") -> JudgeClient:
+    """The text (or listening) judge a judge config describes (``seed_offset`` shifts its seed: the
+    self-consistency repeat)."""
+    return judge_client(judge, modality, seed_offset=seed_offset)
 
 
 def cache_path(run_dir: Path, metric: str) -> Path:
@@ -81,7 +83,9 @@ class CachedJudge:
         self.client = client
         self.rubric = rubric
         self.role = role  # "primary", "repeat", "second": for the record only
-        self.identity = {**client.identity(), "rubric": rubric.name, "rubric_sha256": rubric.sha256}
+        found = client.identity()  # recorded without the endpoint's credentials (the fingerprint uses it whole)
+        self.identity = {**found, "base_url": bare_url(found.get("base_url"))}
+        self.identity.update({"rubric": rubric.name, "rubric_sha256": rubric.sha256})
         self.concurrency = max(1, int(concurrency))
         self.log = RecordLog(cache_path(run_dir, rubric.metric))
         self.committer = GroupCommitter(self.log)  # fsyncs off the event loop, batched

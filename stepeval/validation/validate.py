@@ -1,12 +1,15 @@
-"""``stepeval validate-judge <run>``: does the judge judge the content? Controls and agreement, from a finished run.
+"""``stepeval validate-judge <view>``: does the judge judge the content? Controls and agreement, from a judged view.
 
-    stepeval validate-judge results/<run>                                  # the run's own judge config
-    stepeval validate-judge results/<run> judge.model=other-model          # the same judge group, overridden
-    stepeval validate-judge results/<run> judge=my_judge.yaml --second judge=gpt4o   # inter-judge agreement
+    stepeval validate-judge results/<run>/views/<view>                     # the view's own judge
+    stepeval validate-judge results/<run>                                  # the run's one judged view
+    stepeval validate-judge <view> judge.model=other-model                 # the view's judge, overridden
+    stepeval validate-judge <view> judge=my_judge.yaml --second judge=gpt4o   # inter-judge agreement
 
-Reads the run's judge records (what the judge read), derives control items, judges them (cached in
-``records/validation-<metric>.jsonl``), and writes ``validation.json``, which ``stepeval report`` and
-``stepeval leaderboard`` show. No reference answers are needed. ``--second`` and its overrides come last.
+Reads the judge records the view uses (what the judge read), derives control items, pre-flights the
+judge, judges them (cached in ``records/validation-<metric>.jsonl``), and writes the validation under
+the identity of the judge it validated (``validations/<judge key>/validation.json``), which
+``stepeval report`` and ``stepeval leaderboard`` show under that judge's rows only. No reference
+answers are needed. ``--second`` and its overrides come last.
 """
 
 from __future__ import annotations
@@ -20,22 +23,46 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from stepeval import views
 from stepeval.config import SECRET_KEY, JudgeSchema, conf_dir, register_schemas
+from stepeval.judging import identity as judge_identity
 from stepeval.judging import rubric as rubric_mod
 from stepeval.judging.llm_judge import JudgeEndpointError
 from stepeval.judging.rubric import Rubric
 from stepeval.reporting import validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+from stepeval.secrets import scrub
+from stepeval.stages import judge as judge_stage
 from stepeval.store import load_manifest, write_json_atomic
-from stepeval.validation import agreement, controls, items, ratings
+from stepeval.validation import agreement, controls, items, listen, ratings
 from stepeval.validation.runner import CachedJudge, Outcome, Task, build_client, quiet_http_logs
+from stepeval.views import VIEW_FILE, VIEWS_DIR, View
 
+ALL_CONTROLS = (*controls.CONTROLS, controls.WER, *listen.CONTROLS)
 REPEAT_SEED_OFFSET = 1000  # the self-consistency repeat asks with seed + this (beyond any samples' seeds)
 
 
-def judge_config(manifest: dict, overrides: list[str]) -> DictConfig:
-    """The judge to validate: ``judge=<name | file.yaml>`` (default: the run's judge, with the run's
-    settings except secrets, which come from the environment again) then ``judge.<key>=<value>``."""
+def view_overlay(judge: dict) -> dict:
+    """The judge config keys a view's (or manifest's) ``judge`` section fixes: models, endpoints, settings
+    that change verdicts, what it reads, its rubrics."""
+    endpoints = judge.get("endpoints") or {}
+    settings = judge.get("settings") or {}
+    out: dict = {}
+    if endpoints.get("text"):
+        out.update(model=endpoints["text"].get("model"), base_url=endpoints["text"].get("base_url"))
+    if endpoints.get("audio"):
+        out.update(audio_model=endpoints["audio"].get("model"), audio_base_url=endpoints["audio"].get("base_url"))
+    out.update({k: settings[k] for k in ("temperature", "seed", "samples", "structured_output", "max_tokens") if k in settings})
+    out.update({k: judge[k] for k in ("reads", "audio_user") if judge.get(k) is not None})
+    if judge.get("rubrics"):
+        out["metrics"] = [r["name"] for r in judge["rubrics"].values()]
+    return out
+
+
+def judge_config(manifest: dict, overrides: list[str], view_judge: dict | None = None) -> DictConfig:
+    """The judge to validate: ``judge=<name | file.yaml>`` (default: the view's judge: its config group,
+    the run's settings except secrets, which come from the environment again, and the view's models,
+    endpoints, settings and rubrics) then ``judge.<key>=<value>``."""
     group, dots = None, []
     for override in overrides:
         if override.startswith("judge="):
@@ -43,9 +70,9 @@ def judge_config(manifest: dict, overrides: list[str]) -> DictConfig:
         elif override.startswith("judge."):
             dots.append(override[len("judge.") :])
         else:
-            raise ValueError(f"{override!r}: expected judge=<name or file.yaml> or judge.<key>=<value>")
+            raise ValueError(f"{scrub(override)!r}: expected judge=<name or file.yaml> or judge.<key>=<value>")
     run_judge = dict((manifest.get("config") or {}).get("judge") or {})
-    name = group or run_judge.get("name")
+    name = group or (view_judge or {}).get("name") or run_judge.get("name")
     if not name:
         raise ValueError("the run's manifest.json has no config.judge: name one with judge=<name or file.yaml>")
     if name.endswith((".yaml", ".yml")):
@@ -62,18 +89,52 @@ def judge_config(manifest: dict, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             base = compose("config", overrides=[f"judge={name}"]).judge
     layers = [base]
-    if group is None:  # the run's own judge: its settings as run (base_url, model...), secrets from the environment
+    if group is None:  # the view's own judge: the run's settings (secrets from the environment), the view's judge
         layers.append(OmegaConf.create({k: v for k, v in run_judge.items() if not SECRET_KEY.search(str(k))}))
+        if view_judge:
+            overlay = view_overlay(view_judge)
+            if judge_identity.bare_url(overlay.get("base_url")) == judge_identity.bare_url(run_judge.get("base_url")):
+                overlay.pop("base_url", None)  # the configured URL (it may carry what the recorded one lacks)
+            layers.append(OmegaConf.create(overlay))
     layers.append(OmegaConf.from_dotlist(dots))
     return OmegaConf.merge(*layers)  # type: ignore[return-value]
 
 
-def text_rubrics(judge: DictConfig) -> list[Rubric]:
+def judged_target(path: Path) -> tuple[Path, View | None]:
+    """(run folder, view) to validate: a view folder, or a run folder meaning its one judged view (several:
+    an error naming them); a run from before views has none (its manifest's judge)."""
+    path = Path(path)
+    if (path / VIEW_FILE).is_file():
+        return path.parent.parent, views.load(path)
+    if not load_manifest(path):
+        raise FileNotFoundError(f"{path}: no manifest.json, not a stepeval run folder (or a view folder of one)")
+    folder = path / VIEWS_DIR
+    found = [views.load(p.parent) for p in sorted(folder.glob(f"*/{VIEW_FILE}"))] if folder.is_dir() else []
+    if not found:
+        return path, None
+    judged = [v for v in found if judge_identity.of(v.description.get("judge"))]
+    if len(judged) == 1:
+        return path, judged[0]
+    if not judged:
+        raise ValueError(f"{path}: none of its views was judged ({', '.join(v.name for v in found)}): run a judge first")
+    names = ", ".join(v.name for v in judged)
+    raise ValueError(f"{path} holds {len(judged)} judged views ({names}): pass one of them as {path}/{VIEWS_DIR}/<name>")
+
+
+def _rubrics(judge: DictConfig) -> list[Rubric]:
     names = [str(m) for m in judge.metrics or []]
     if not names:
         raise ValueError(f"judge={judge.name} lists no rubrics (judge.metrics): nothing to validate")
-    loaded = rubric_mod.load_all(rubric_mod.rubrics_dir(judge.rubrics_dir), names)
-    return [r for r in loaded if r.modality == "text"]
+    return rubric_mod.load_all(rubric_mod.rubrics_dir(judge.rubrics_dir), names)
+
+
+def text_rubrics(judge: DictConfig) -> list[Rubric]:
+    return [r for r in _rubrics(judge) if r.modality == "text"]
+
+
+def listening_rubrics(judge: DictConfig) -> list[Rubric]:
+    """The listening judge's rubrics the audio controls apply to."""
+    return [r for r in _rubrics(judge) if r.modality == "audio" and r.metric in listen.METRICS]
 
 
 def limit_items(found: list[items.Item], limit: int | None) -> list[items.Item]:
@@ -132,8 +193,13 @@ async def _judge_metric(rubric, found, judges: dict, wanted, rates, seed) -> dic
     return out
 
 
+def public(client_identity: dict, name: str) -> dict:
+    """A judge client's identity fit for a file: the endpoint without userinfo or query (credentials)."""
+    return {**client_identity, "base_url": judge_identity.bare_url(client_identity.get("base_url")), "name": name}
+
+
 def validate(
-    run_dir: Path,
+    path: Path,
     judge: DictConfig,
     second: DictConfig | None = None,
     wanted: tuple[str, ...] = ("shuffle", "truncate", "wer"),
@@ -143,49 +209,76 @@ def validate(
     limit: int | None = None,
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
+    thresholds: controls.Thresholds | None = None,
 ) -> dict:
-    """Run every requested control and agreement over the run's text-judge items; write and return validation.json."""
-    run_dir = Path(run_dir)
+    """Run every requested control and agreement over the view's judge items; store the validation under
+    the validated judge's identity (``validity.path_for``) and return it."""
+    run_dir, view = judged_target(Path(path))
     manifest = load_manifest(run_dir)
-    if not manifest:
-        raise FileNotFoundError(f"{run_dir}: no manifest.json, not a stepeval run folder")
-    unknown = set(wanted) - {*controls.CONTROLS, controls.WER}
+    th = thresholds or controls.Thresholds(alpha=alpha)
+    unknown = set(wanted) - set(ALL_CONTROLS)
     if unknown:
-        raise ValueError(f"--controls: unknown {sorted(unknown)}; expected some of {[*controls.CONTROLS, controls.WER]}")
+        raise ValueError(f"--controls: unknown {sorted(unknown)}; expected some of {list(ALL_CONTROLS)}")
     rubrics = text_rubrics(judge)
-    if not rubrics:
-        raise ValueError(f"judge={judge.name}: no text rubric to validate (the controls alter transcripts)")
+    listening = listening_rubrics(judge)
+    if not rubrics and not listening:
+        raise ValueError(f"judge={judge.name}: no rubric to validate")
+    described = judge_stage.describe(judge)  # checks the config (model, key) before anything is sent
+    identity = judge_identity.of(described)
+    view_judge = view.description.get("judge") if view is not None else manifest.get("judge")
+    view_identity = judge_identity.of(view_judge)
     quiet_http_logs()
     result: dict = {
         "format": validity.FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": str(run_dir),
-        "settings": {"controls": list(wanted), "wer_rates": list(rates), "alpha": alpha, "seed": seed, "resamples": resamples},
+        "view": view.name if view is not None else None,
+        "identity": identity,
+        "judge_key": judge_identity.key(identity),
+        "view_judge_key": judge_identity.key(view_identity),
+        "settings": {
+            "controls": list(wanted),
+            "wer_rates": list(rates),
+            "alpha": th.alpha,
+            "seed": seed,
+            "resamples": resamples,
+            "thresholds": {
+                "min_items": th.min_items,
+                "min_conversations": th.conversations_needed(),
+                "max_unusable": th.max_unusable,
+                "agreement": dict(th.agreement),
+            },
+        },
         "checks": [],
         "sensitivity": [],
         "agreement": [],
         "skipped": {},
     }
+    if view_identity is not None and view_identity != identity:
+        result["differs_from_view_judge"] = judge_identity.differences(view_identity, identity)
     primary_values: dict[str, dict] = {}
 
     async def go() -> None:
-        clients = {"primary": build_client(judge)}
-        if repeat:
+        clients = {"primary": build_client(judge)} if rubrics else {}
+        if rubrics and repeat:
             clients["repeat"] = build_client(judge, REPEAT_SEED_OFFSET)
-        if second is not None:
+        if rubrics and second is not None:
             clients["second"] = build_client(second)
-        result["judge"] = {**clients["primary"].identity(), "name": judge.name}
-        result["rubrics"] = {r.metric: {"name": r.name, "sha256": r.sha256} for r in rubrics}
-        if second is not None:
-            result["second_judge"] = {**clients["second"].identity(), "name": second.name}
+        audio_client = build_client(judge, modality="audio") if listening else None
         try:
+            # one clear line, before any work, when a judge is down, refuses the key or does not serve the model
+            for client in [*(c for role, c in clients.items() if role != "repeat"), *([audio_client] if audio_client else [])]:
+                await client.preflight()
+            primary = clients.get("primary") or audio_client
+            result["judge"] = public(primary.identity(), judge.name)
+            result["rubrics"] = {r.metric: {"name": r.name, "sha256": r.sha256} for r in [*rubrics, *listening]}
+            if second is not None and "second" in clients:
+                result["second_judge"] = public(clients["second"].identity(), second.name)
             for rubric in rubrics:
-                try:
-                    found, skipped = items.load(run_dir, rubric)
-                except FileNotFoundError as err:
-                    result["skipped"][rubric.metric] = {str(err): 1}
+                found = _items(run_dir, view, rubric, result)
+                if found is None:
                     continue
-                result["skipped"][rubric.metric] = skipped
+                found, unusable = found
                 found = limit_items(found, limit)
                 judges = {role: CachedJudge(c, rubric, run_dir, judge.concurrency, role) for role, c in clients.items()}
                 try:
@@ -193,24 +286,51 @@ def validate(
                 finally:
                     for cached in judges.values():
                         cached.close()
-                result.setdefault("requests", {})[rubric.metric] = {
-                    role: {"reused": j.tally.reused, "computed": j.tally.computed, "failed": j.tally.failed}
-                    for role, j in judges.items()
-                }
-                _summarise_metric(result, rubric, found, done, alpha, seed, resamples)
+                _tally(result, rubric, judges)
+                _summarise_metric(result, rubric, found, done, th, seed, resamples, unusable)
                 primary_values[rubric.metric] = _values(*done["primary"], "original")
+            for rubric in listening:
+                await listen.validate_rubric(
+                    result, run_dir, view, rubric, audio_client, judge, wanted, th, seed, resamples, limit, manifest
+                )
         finally:
-            for client in clients.values():
+            for client in [*clients.values(), *([audio_client] if audio_client else [])]:
                 await client.aclose()
 
     asyncio.run(go())
     result["agreement"].extend(ratings.agreement_entries(run_dir, primary_values, rubrics, seed, resamples))
+    _agreement_checks(result, th)
     result["summary"] = validity.summarise(result)
-    write_json_atomic(run_dir / validity.FILE, result)
+    write_json_atomic(validity.path_for(run_dir, identity), result)
+    validity.refresh_tables(run_dir)
     return result
 
 
-def _summarise_metric(result: dict, rubric: Rubric, found, done: dict, alpha: float, seed: int, resamples: int) -> None:
+def _items(run_dir: Path, view: View | None, rubric: Rubric, result: dict) -> tuple[list[items.Item], float] | None:
+    """The rubric's items the view's judge read, and the share of them the controls cannot use."""
+    selection = view.selection.get(judge_stage.log_name(rubric.metric)) if view is not None else None
+    scores = view.selection.get("score") if view is not None else None
+    try:
+        found, skipped = items.load(run_dir, rubric, selection, items.misheard(run_dir, scores))
+    except FileNotFoundError as err:
+        result["skipped"][rubric.metric] = {str(err): 1}
+        return None
+    empty = [i for i in found if not i.reply.strip()]
+    if empty:
+        skipped = {**skipped, "empty transcript or reply": len(empty)}
+    result["skipped"][rubric.metric] = skipped
+    total = len(found) + sum(v for k, v in skipped.items() if k != "empty transcript or reply")
+    unusable = sum(skipped.values()) / total if total else 1.0
+    return [i for i in found if i.reply.strip()], unusable
+
+
+def _tally(result: dict, rubric: Rubric, judges: dict) -> None:
+    result.setdefault("requests", {})[rubric.metric] = {
+        role: {"reused": j.tally.reused, "computed": j.tally.computed, "failed": j.tally.failed} for role, j in judges.items()
+    }
+
+
+def _summarise_metric(result: dict, rubric: Rubric, found, done: dict, th, seed: int, resamples: int, unusable: float) -> None:
     tasks, outcomes = done["primary"]
     original = _values(tasks, outcomes, "original")
     failed = sum(o.status == "failed" for o in outcomes)
@@ -219,20 +339,7 @@ def _summarise_metric(result: dict, rubric: Rubric, found, done: dict, alpha: fl
             continue
         derived = _values(tasks, outcomes, name)
         paired = controls.paired(original, derived, rubric.metric, seed, resamples)
-        status, why = controls.verdict(paired, control.expected, alpha)
-        check = {
-            "name": f"{name}/{rubric.metric}",
-            "control": name,
-            "metric": rubric.metric,
-            "description": control.description,
-            "expected": control.expected,
-            "status": status,
-            "why": why,
-            "items": len(found),
-            "derived": len(derived),
-            **{k: paired[k] for k in ("difference", "low", "high", "p_value", "p_method", "baseline_mean", "candidate_mean")},
-            **{k: paired[k] for k in ("conversations", "turns", "excluded_turns")},
-        }
+        check = controls.check_entry(name, control, rubric.metric, len(found), derived, paired, th, unusable)
         if name == "shuffle":
             crossed = sum(t.extra.get("cross_category", False) for t in tasks if t.variant == "shuffle")
             check["cross_category"] = crossed
@@ -262,6 +369,24 @@ def _summarise_metric(result: dict, rubric: Rubric, found, done: dict, alpha: fl
                     pairs.append((t.item.unit, t.extra["wer"], o.value - base))
         slope = controls.sensitivity(pairs, seed, resamples)
         result["sensitivity"].append({"control": controls.WER, "metric": rubric.metric, "rates": per_rate, **slope})
+        conversations = len({u[0] for u, _, _ in pairs})
+        status, why = controls.sensitivity_verdict(slope, conversations, unusable, th)
+        result["checks"].append(
+            {
+                "name": f"wer/{rubric.metric}",
+                "control": controls.WER,
+                "metric": rubric.metric,
+                "description": "synthetic word errors in the transcript the judge reads: the score must fall",
+                "expected": "down",
+                "status": status,
+                "why": why,
+                "items": slope.get("items"),
+                "turns": slope.get("items"),
+                "conversations": conversations,
+                "unusable_share": round(unusable, 4),
+                **{k: slope.get(k) for k in ("per_wer_point", "low", "high")},
+            }
+        )
     for role, kind in (("repeat", "self-consistency"), ("second", "inter-judge")):
         if role in done:
             other = _values(*done[role], "original")
@@ -269,22 +394,81 @@ def _summarise_metric(result: dict, rubric: Rubric, found, done: dict, alpha: fl
             result["agreement"].append(agreement.entry(kind, rubric, ["judge", label], original, other, seed, resamples))
 
 
+def _agreement_checks(result: dict, th: controls.Thresholds) -> None:
+    """Each agreement of the judge (with itself, another judge, people) against its threshold."""
+    for entry in result["agreement"]:
+        threshold = th.agreement_threshold(entry["kind"])
+        if threshold is None:
+            continue  # human-human, humans: about the raters, not the judge
+        status, why, coefficient = controls.agreement_verdict(entry, threshold, th)
+        raters = entry["raters"][1] if len(entry["raters"]) == 2 else f"{len(entry['raters']) - 1} raters"
+        result["checks"].append(
+            {
+                "name": f"agreement/{entry['kind']}/{entry['metric']}" + (f"/{raters}" if entry["kind"] == "judge-human" else ""),
+                "control": "agreement",
+                "metric": entry["metric"],
+                "description": f"{entry['kind']} agreement ({' vs '.join(entry['raters'][:3])}) at least {threshold}",
+                "expected": f">= {threshold}",
+                "status": status,
+                "why": why,
+                "threshold": threshold,
+                "items": entry["items"],
+                "turns": entry["items"],
+                "conversations": entry["conversations"],
+                "coefficient": coefficient.get("name") if coefficient else None,
+                **({k: coefficient.get(k) for k in ("value", "low", "high")} if coefficient else {}),
+            }
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stepeval validate-judge",
         description=__doc__.splitlines()[0],
-        epilog="--second judge=<name|file.yaml> [judge.key=value ...] must come last: the second judge for inter-judge agreement",
+        epilog="--second judge=<name|file.yaml> [judge.key=value ...] must come last: the second judge for inter-judge "
+        "agreement. Exit status: 0 every check passed, 1 a check failed, 3 none failed but some were inconclusive, 2 bad input "
+        "or a judge that cannot be reached.",
     )
-    p.add_argument("run", type=Path, help="a finished run folder whose judge has run (results/<run>)")
-    p.add_argument("overrides", nargs="*", help="judge=<name | file.yaml> and judge.<key>=<value> (default: the run's judge)")
-    p.add_argument("--controls", nargs="+", default=["shuffle", "truncate", "wer"], help="shuffle truncate wer (default: all)")
+    p.add_argument("run", type=Path, help="a judged view (results/<run>/views/<view>), or a run folder with one judged view")
+    p.add_argument("overrides", nargs="*", help="judge=<name | file.yaml> and judge.<key>=<value> (default: the view's judge)")
+    p.add_argument("--controls", nargs="+", default=list(ALL_CONTROLS), help=f"some of {' '.join(ALL_CONTROLS)} (default: all)")
     p.add_argument("--wer-rates", nargs="+", type=float, default=list(controls.DEFAULT_WER_RATES), help="synthetic WER rates")
     p.add_argument("--no-repeat", action="store_true", help="skip the self-consistency repeat (seed + 1000)")
     p.add_argument("--alpha", type=float, default=controls.DEFAULT_ALPHA, help="significance level of the control checks")
+    th = controls.Thresholds
+    p.add_argument("--min-items", type=int, default=th.min_items, help="fewer items scored both ways: inconclusive")
+    p.add_argument("--min-conversations", type=int, help="fewer: inconclusive (default: the least that can reach --alpha)")
+    p.add_argument("--max-unusable", type=float, default=th.max_unusable, help="a larger share of unusable items: inconclusive")
+    p.add_argument(
+        "--agreement-threshold",
+        nargs="+",
+        default=[],
+        metavar="KIND=VALUE",
+        help="least kappa/alpha per agreement kind (self-consistency, inter-judge, judge-human, judge-and-humans)",
+    )
     p.add_argument("--limit", type=int, help="only this many conversations (spread over categories): a cheaper check")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the derivations and bootstraps")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     return p
+
+
+def thresholds_from(args: argparse.Namespace) -> controls.Thresholds:
+    agreement_levels = dict(controls.Thresholds.agreement)
+    for item in args.agreement_threshold:
+        kind, _, value = item.partition("=")
+        if kind not in agreement_levels:
+            raise ValueError(f"--agreement-threshold {item!r}: kind must be one of {sorted(agreement_levels)}")
+        try:
+            agreement_levels[kind] = float(value)
+        except ValueError:
+            raise ValueError(f"--agreement-threshold {item!r}: expected KIND=<number>") from None
+    return controls.Thresholds(
+        alpha=args.alpha,
+        min_items=args.min_items,
+        min_conversations=args.min_conversations,
+        max_unusable=args.max_unusable,
+        agreement=tuple(agreement_levels.items()),
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -295,23 +479,28 @@ def main(argv: list[str]) -> int:
         argv, second_overrides = argv[:at], argv[at + 1 :]
     args = parser().parse_intermixed_args(argv)
     try:
-        manifest = load_manifest(args.run)
-        if not manifest:
-            raise FileNotFoundError(f"{args.run}: no manifest.json, not a stepeval run folder")
-        judge = judge_config(manifest, args.overrides)
+        run_dir, view = judged_target(args.run)
+        manifest = load_manifest(run_dir)
+        view_judge = view.description.get("judge") if view is not None else manifest.get("judge")
+        judge = judge_config(manifest, args.overrides, view_judge)
         second = judge_config(manifest, second_overrides) if second_overrides is not None else None
         if second_overrides is not None and not any(o.startswith("judge=") for o in second_overrides):
             raise ValueError("--second needs judge=<name or file.yaml> (then judge.<key>=<value> overrides)")
+        if view is not None:
+            print(f"validating the judge of view {view.name}" + (" (as overridden)" if args.overrides else ""))
         result = validate(
             args.run, judge, second, tuple(args.controls), tuple(args.wer_rates), not args.no_repeat,
-            args.alpha, args.limit, args.seed, args.resamples,
+            args.alpha, args.limit, args.seed, args.resamples, thresholds_from(args),
         )  # fmt: skip
     except (ValueError, OSError, JudgeEndpointError, OmegaConfBaseException) as err:
-        print(f"stepeval validate-judge: error: {err}", file=sys.stderr)
+        print(f"stepeval validate-judge: error: {scrub(str(err))}", file=sys.stderr)
         return 2
     print(validity.text(result))
-    print(f"written: {Path(args.run) / validity.FILE}")
-    return 0 if result["summary"]["failed"] == 0 else 1
+    for line in result.get("differs_from_view_judge") or []:
+        print(f"note: not the view's judge as judged: {line}")
+    print(f"written: {validity.path_for(run_dir, result['identity'])}")
+    summary = result["summary"]
+    return 1 if summary["failed"] else (3 if summary["inconclusive"] else 0)
 
 
 if __name__ == "__main__":
