@@ -41,6 +41,7 @@ def test_all_four_formats_are_written(board: Path):
 
 def test_csv_numbers_match_each_runs_turn_scores(board: Path, demo_runs: dict[str, Path]):
     table = pd.read_csv(board / "leaderboard.csv")
+    table = table[table["status"] == "measured"]  # the paper's rows are listed apart (test below)
     assert sorted(table["model"]) == ["parrot", "silence"]
     for model, run in demo_runs.items():
         row = table[table["model"] == model].iloc[0]
@@ -98,3 +99,45 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path, capsys: pyt
     (tmp_path / "empty").mkdir()
     assert cli(["leaderboard", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_a_stepeval360_board_carries_the_papers_rows_marked_and_apart(board: Path):
+    """The bundled sample is shaped like StepEval-Audio-360 (benchmark: stepeval360): the paper's Table 5 rows sit
+    beside the measured ones, marked reported-not-reproduced with their source and judge, in every format."""
+    from stepeval.reporting import paper
+
+    published = {ref.model: ref for ref in paper.TABLE5}
+    table = pd.read_csv(board / "leaderboard.csv")
+    refs = table[table["status"] == paper.STATUS]
+    assert sorted(refs["model"]) == sorted(published)
+    for _, row in refs.iterrows():
+        assert row["chat_score_mean"] == pytest.approx(published[row["model"]].values["Chat Score"])
+        assert row["relevance_mean"] == pytest.approx(published[row["model"]].values["Relevance %"] / 100)
+        assert "Table 5" in row["source"] and "GPT-4o" in row["judge"]
+    data = json.loads((board / "leaderboard.json").read_text())
+    assert {r["model"] for r in data["published"]} == set(published)
+    assert {r["model"] for r in data["rows"]} == {"parrot", "silence"}  # never ranked among the measured rows
+    markdown = (board / "leaderboard.md").read_text()
+    measured, _, apart = markdown.partition("Published rows")
+    assert "GLM4-Voice" not in measured and "GLM4-Voice" in apart and paper.STATUS in apart
+    assert "tab:stepeval-published" in (board / "leaderboard.tex").read_text()
+
+
+def test_arena_strengths_stand_in_their_own_column(demo_runs: dict[str, Path], tmp_path: Path):
+    from stepeval.arena.ranking import Outcome, rank_systems
+
+    outcomes = [Outcome(f"c{k}", 0, 1, 1.0) for k in range(8)] + [Outcome("c8", 0, 1, 0.0)]
+    arena = {"overall": rank_systems(["parrot", "silence"], outcomes, resamples=200).to_json()}
+    (tmp_path / "arena.json").write_text(json.dumps(arena))
+    out = tmp_path / "board"
+    code = cli(["leaderboard", str(demo_runs["parrot"]), str(demo_runs["silence"]), "--arena", str(tmp_path / "arena.json")]
+               + ["--out", str(out)])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(out / "leaderboard.csv")
+    measured = table[table["status"] == "measured"].set_index("model")
+    strengths = {row["system"]: row for row in arena["overall"]["systems"]}
+    for model in ("parrot", "silence"):
+        assert measured.loc[model, "arena_strength"] == pytest.approx(strengths[model]["strength"])
+        assert measured.loc[model, "arena_rank"] == strengths[model]["rank"]
+    assert "arena strength" in (out / "leaderboard.md").read_text()
+    assert cli(["leaderboard", str(demo_runs["parrot"]), "--arena", str(tmp_path / "missing.json"), "--out", str(out)]) == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from stepeval.judging import identity as judge_identity
+from stepeval.reporting import published as published_mod
 from stepeval.reporting import validity
 from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -60,16 +61,25 @@ def _describe(run: Run) -> dict:
 
 
 def build(
-    runs: list[Run], metrics: list[str] | None = None, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES
+    runs: list[Run],
+    metrics: list[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    arena: dict[str, dict] | None = None,
 ) -> dict:
-    """The leaderboard as data: {"metrics": [...], "rows": [{run..., "cells": {metric: Interval | None}}], ...}."""
+    """The leaderboard as data: {"metrics": [...], "rows": [{run..., "cells": {metric: Interval | None}}], ...};
+    "published": the paper's rows for a StepEval-Audio-360 view (reported, not reproduced), apart from the rows;
+    ``arena``: {system: strength row} of an ``arena.json``, shown in columns of their own."""
     if metrics is None:
         metrics = list(dict.fromkeys(m for run in runs for m in run.metrics()))
     rows = []
     for run in runs:
         present = set(run.metrics())
         cells = {m: (interval(run.scores, m, seed=seed, resamples=resamples) if m in present else None) for m in metrics}
-        rows.append({**_describe(run), "cells": cells})
+        row = {**_describe(run), "cells": cells}
+        if arena:
+            row["arena"] = arena.get(row["model"])
+        rows.append(row)
     directions = {m: direction(m, runs[0] if runs else None) for m in metrics}
     datasets = {json.dumps(run.manifest.get("dataset", {}).get("files_sha256"), sort_keys=True) for run in runs}
     notes = []
@@ -93,19 +103,43 @@ def build(
         "resamples": resamples,
         "level": DEFAULT_LEVEL,
         "notes": notes,
+        "published": published_mod.published_rows(runs, metrics),
+        "arena": bool(arena),
     }
+
+
+def arena_cell(row: dict) -> str:
+    """'strength [low, high] (rank r, P=p)' of the row's system in the arena, or '-' when it was not in it."""
+    entry = row.get("arena")
+    if not entry or entry.get("strength") is None:
+        return "-"
+    ci = "" if entry.get("low") is None else f" [{entry['low']:.3f}, {entry['high']:.3f}]"
+    prob = "" if entry.get("rank_probability") is None else f", P={entry['rank_probability']:.2f}"
+    return f"{entry['strength']:.3f}{ci} (rank {entry['rank']}{prob})"
 
 
 def numbers_frame(board: dict) -> pd.DataFrame:
     """Flat numbers: one row per run, ``<metric>_<field>`` columns (empty where not run), ``<metric>_status``."""
     rows = []
     for row in board["rows"]:
-        flat = {k: v for k, v in row.items() if k != "cells"}
+        flat = {k: v for k, v in row.items() if k not in ("cells", "arena")}
+        flat["status"] = "measured"
+        if board.get("arena"):
+            entry = row.get("arena") or {}
+            for name in ("strength", "low", "high", "rank", "rank_probability"):
+                flat[f"arena_{name}"] = entry.get(name)
         for metric in board["metrics"]:
             cell = row["cells"][metric]
             flat[f"{metric}_status"] = NOT_RUN if cell is None else ("ok" if cell.mean is not None else "no scored turn")
             for name in FIELDS:
                 flat[f"{metric}_{name}"] = None if cell is None else getattr(cell, name)
+        rows.append(flat)
+    for ref in board.get("published") or []:  # marked, never ranked with the measured rows
+        flat = {"run": ref["run"], "model": ref["model"], "judge": ref["judge"], "status": ref["status"], "source": ref["source"]}
+        for metric in board["metrics"]:
+            value = ref["values"].get(metric)
+            flat[f"{metric}_status"] = ref["status"] if value is not None else NOT_RUN
+            flat[f"{metric}_mean"] = value
         rows.append(flat)
     return pd.DataFrame(rows)
 
@@ -117,8 +151,10 @@ def display_frame(board: dict) -> pd.DataFrame:
         shown = {k: row[k] or "" for k in IDENTITY_COLUMNS}
         shown["judge"] = row["judge_key"] if row["judge"] != judge_identity.NO_JUDGE else row["judge"]  # exact: slug + hash
         shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
+        if board.get("arena"):
+            shown["arena strength"] = arena_cell(row)
         rows.append(shown)
-    columns = [*IDENTITY_COLUMNS, *board["metrics"]]
+    columns = [*IDENTITY_COLUMNS, *board["metrics"], *(["arena strength"] if board.get("arena") else [])]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -137,6 +173,7 @@ def to_json(board: dict) -> str:
             "seed": board["seed"],
         },
         "rows": rows,
+        "published": board.get("published") or [],
         "notes": board["notes"],
     }
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
@@ -147,6 +184,9 @@ def to_markdown(board: dict) -> str:
     header = ", ".join(f"{m}: {direction_word(d)}" for m, d in board["directions"].items())
     text = frame.to_markdown(index=False) + f"\n\n{CELL_LEGEND}\n\nDirections: {header}.\n"
     text += "".join(f"\n{_row_name(row)}: {row['judge_validity']}" for row in board["rows"]) + "\n"
+    text += published_mod.published_markdown(board.get("published") or [], board["metrics"])
+    if board.get("arena"):
+        text += "\narena strength: Bradley-Terry strength from `stepeval arena` (pairwise, both orders) with its 95% interval.\n"
     return text + "".join(f"\n- {n}" for n in board["notes"]) + ("\n" if board["notes"] else "")
 
 
@@ -157,7 +197,16 @@ def _row_name(row: dict) -> str:
 def to_latex(board: dict) -> str:
     frame = display_frame(board)
     caption = "Overall scores: mean [95\\% cluster-bootstrap interval] (scored/total turns)."
-    return frame.to_latex(index=False, escape=True, caption=caption, label="tab:stepeval-leaderboard")
+    text = frame.to_latex(index=False, escape=True, caption=caption, label="tab:stepeval-leaderboard")
+    refs = board.get("published") or []
+    if refs:
+        shown = [m for m in board["metrics"] if any(m in r["values"] for r in refs)]
+        published = pd.DataFrame(
+            [{"model": r["model"], **{m: r["values"].get(m, "-") for m in shown}, "source": r["source"]} for r in refs]
+        )
+        caption = f"Published, {published_mod.paper.STATUS} ({published_mod.PUBLISHED_JUDGE}); not ranked with the rows above."
+        text += published.to_latex(index=False, escape=True, caption=caption, label="tab:stepeval-published")
+    return text
 
 
 def write(board: dict, out: Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
@@ -184,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (recorded in the JSON)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    p.add_argument("--arena", type=Path, help="an arena.json of `stepeval arena`: its strengths in columns of their own")
     return p
 
 
@@ -191,11 +241,12 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         runs = [load_run(path) for path in expand_run_dirs(args.runs)]
+        arena = published_mod.arena_columns(args.arena)
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval leaderboard: error: {err}", file=sys.stderr)
         return 2
     metrics = [m for item in args.metrics for m in item.split(",") if m] if args.metrics else None
-    board = build(runs, metrics, seed=args.seed, resamples=args.resamples)
+    board = build(runs, metrics, seed=args.seed, resamples=args.resamples, arena=arena)
     paths = write(board, args.out, tuple(args.formats))
     print(to_markdown(board))
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -19,7 +19,7 @@ PUBLISHED_JUDGE = "GPT-4o (StepFun's judge prompts, unpublished)"
 
 def is_stepeval360(run: Run) -> bool:
     dataset = (run.manifest.get("config") or {}).get("dataset") or {}
-    return dataset.get("benchmark", paper.BENCHMARK) == paper.BENCHMARK and dataset.get("name") != "spoken_qa_mini"
+    return dataset.get("benchmark", paper.BENCHMARK) == paper.BENCHMARK
 
 
 def published_rows(runs: list[Run], metrics: list[str]) -> list[dict]:
