@@ -352,3 +352,27 @@ def test_text_input_refuses_a_model_that_needs_audio():
         prepare(compose(["dataset=sample", "model=parrot", "asr=none", "input=text"]))
     prepared = prepare(compose(["dataset=sample", "model=canned", "asr=none", "input=text"]))
     assert prepared.text_sources == {"dataset": 22, "asr": 0}  # the sample's own transcripts
+
+
+# --- the input's own voice -----------------------------------------------------------------------
+
+
+@pytest.mark.slow  # runs espeak-ng
+def test_voice_respeaks_each_turn_from_its_transcript_with_another_voice():
+    from stepeval.data.loader import load_configured
+
+    dataset = load_configured(dict(compose(["dataset=sample"]).dataset))
+    conv = next(c for c in dataset.conversations if c.language == "en")
+    turn = conv.turns[0]
+    voice = InputCondition.from_config(dict(compose(["dataset=sample", "input=voice_espeak"]).input))
+    voice.check()
+    original, rate = audio_io.read(turn.audio_path)
+    spoken, spoken_rate = voice.apply(original, rate, seed=0, conversation_id=conv.id, turn=0, text=turn.text, language="en")
+    again, _ = voice.apply(original, rate, seed=5, conversation_id=conv.id, turn=0, text=turn.text, language="en")
+    assert audio_io.encode_wav(spoken, spoken_rate) == audio_io.encode_wav(again, spoken_rate)  # the text decides
+    assert 0.5 < len(spoken) / spoken_rate / (len(original) / rate) < 2.0  # the same words, about as long
+    resampled = audio_io.resample(spoken, spoken_rate, rate)[: len(original)]
+    assert not np.allclose(resampled, original[: len(resampled)], atol=0.05)  # another voice, not the clip
+    assert voice.describe()["tts"]["voices"] == {"en": "en-gb", "zh": "cmn"}
+    with pytest.raises(ValueError, match="has no transcript to re-speak"):
+        voice.apply(original, rate, seed=0, conversation_id=conv.id, turn=0, text=None)

@@ -38,7 +38,11 @@ def test_each_condition_is_its_own_run_and_says_so(views):
     roots = {load_run(v).root for v in views.values()}
     assert len(roots) == len(views)  # no two conditions share a run folder (and so no replies)
     noisy = load_run(views[("parrot", "noise_snr0")])
-    assert noisy.manifest["input"] == {"name": "noise_snr0", "kind": "noise", "params": {"snr_db": 0, "color": "white", "talkers": 4}}
+    assert noisy.manifest["input"] == {
+        "name": "noise_snr0",
+        "kind": "noise",
+        "params": {"snr_db": 0, "color": "white", "talkers": 4},
+    }
     assert noisy.summary["input"] == "noise_snr0" and "noise_snr0" in noisy.name
     assert any(n.startswith("INPUT CONDITION noise_snr0") for n in noisy.summary["notes"])
     text = load_run(views[("canned", "text")])
@@ -79,3 +83,35 @@ def test_a_model_without_its_clean_view_is_an_error(views, capsys):
     assert "model parrot: no clean view (input=clean)" in err
     assert robustness.main([str(views[("parrot", "clean")])]) == 2
     assert "only clean views given" in capsys.readouterr().err
+
+
+def test_a_sweep_over_conditions_gives_the_robustness_table_in_the_report(tmp_path, isolated_cache):
+    """The issue's demonstration: parrot and canned on the sample over clean and three conditions, in one command."""
+    from stepeval.reporting import report
+    from tests.run_helpers import stepeval_run
+
+    conditions = "clean,noise_snrm20,telephone,packet_loss"
+    proc = stepeval_run(
+        tmp_path, "--multirun", "dataset=sample", "model=parrot,canned", "asr=whisper_base_offline", f"input={conditions}",
+        *LEAN[:-1], timeout=5400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "sweeps"
+    table = (sweep / "robustness.md").read_text()
+    assert "### parrot" in table and "### canned" in table and table in proc.stdout
+    groups = robustness.build(robustness.load([sweep]), resamples=500)
+    parrot, canned = rows_of(groups, "parrot"), rows_of(groups, "canned")
+    buried = parrot[("noise_snrm20", "speech_detected")]
+    assert buried.result.turns == 22 and buried.preserve < 0.5 and buried.result.high < 0  # parrot repeats the noise
+    for condition in ("noise_snrm20", "telephone", "packet_loss"):
+        heard = canned[(condition, "speech_detected")]  # canned never listens: nothing to lose
+        assert heard.result.turns == 22 and heard.preserve == 1.0 and heard.result.difference == 0
+    clean_view = next(
+        r for r in robustness.load([sweep]) if r.model == "parrot" and robustness.condition_of(r)["kind"] == "clean"
+    )
+    out = tmp_path / "report.html"
+    assert report.main([str(clean_view.root), "--robustness", str(sweep), "--no-audio", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert 'id="robustness"' in html and "noise_snrm20" in html and "packet_loss" in html
+    row = f"<td>noise_snrm20</td><td>speech_detected</td><td>higher is better</td><td>{buried.result.baseline_mean:.3f}</td>"
+    assert row in html
