@@ -376,3 +376,58 @@ def test_voice_respeaks_each_turn_from_its_transcript_with_another_voice():
     assert voice.describe()["tts"]["voices"] == {"en": "en-gb", "zh": "cmn"}
     with pytest.raises(ValueError, match="has no transcript to re-speak"):
         voice.apply(original, rate, seed=0, conversation_id=conv.id, turn=0, text=None)
+
+
+def _sample_without_text(drop: int):
+    """The bundled sample with the transcripts of its first ``drop`` English turns removed."""
+    import dataclasses
+
+    from stepeval.data.loader import load_configured
+
+    dataset = load_configured(dict(compose(["dataset=sample"]).dataset))
+    dropped = []
+    for i, conv in enumerate(dataset.conversations):
+        if conv.language != "en" or len(dropped) >= drop:
+            continue
+        turn = conv.turns[0]
+        dropped.append((conv.id, turn.index, turn.text))
+        dataset.conversations[i] = dataclasses.replace(conv, turns=(dataclasses.replace(turn, text=None), *conv.turns[1:]))
+    return dataset, dropped
+
+
+def test_text_input_without_transcripts_or_asr_is_refused_naming_a_turn():
+    from stepeval.pipeline import _fill_user_text
+
+    dataset, dropped = _sample_without_text(2)
+    with pytest.raises(
+        ValueError, match=rf"input=text needs each user turn's transcript and 2 turn\(s\) have none \(e.g. {dropped[0][0]}"
+    ):
+        _fill_user_text(condition("text"), dataset, None)
+
+
+@pytest.mark.slow  # loads Whisper
+def test_text_input_takes_the_user_turn_asr_where_the_dataset_has_no_text():
+    import jiwer
+    from hydra.utils import instantiate
+
+    from stepeval.pipeline import _fill_user_text
+
+    dataset, dropped = _sample_without_text(2)
+    asr = instantiate(compose(["asr=whisper_base_offline"]).asr.engine)
+    assert _fill_user_text(condition("text"), dataset, asr) == {"dataset": 20, "asr": 2}
+    texts = {(c.id, t.index): t.text for c in dataset.conversations for t in c.turns}
+    for conv_id, index, original in dropped:
+        heard = texts[(conv_id, index)]
+        assert heard and jiwer.wer(original.lower(), heard.lower().strip(".?!")) < 0.5
+
+
+def test_the_sweep_comparison_names_each_condition():
+    from stepeval.reporting.comparison import comparison_table
+
+    cell = {"overall": {"mean": 1.0, "scored": 22, "missing": 0}}
+    summaries = [
+        {"model": "parrot", "run_name": "sample-parrot-1", "metrics": {"speech_detected": cell}},  # made before input=
+        {"model": "parrot", "input": "noise_snrm20", "run_name": "sample-parrot-noise_snrm20-2", "metrics": {}},
+    ]
+    header = comparison_table(summaries).splitlines()[0]
+    assert header == "| metric | parrot | parrot (noise_snrm20) |"
