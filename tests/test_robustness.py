@@ -86,14 +86,15 @@ def test_a_model_without_its_clean_view_is_an_error(views, capsys):
 
 
 def test_a_sweep_over_conditions_gives_the_robustness_table_in_the_report(tmp_path, isolated_cache):
-    """The issue's demonstration: parrot and canned on the sample over clean and three conditions, in one command."""
+    """The issue's demonstration: parrot and canned on the sample over clean and three conditions, in one command
+    (the first 4 conversations: 8 runs of the whole sample's ASR take too long for a test)."""
     from stepeval.reporting import report
     from tests.run_helpers import stepeval_run
 
     conditions = "clean,noise_snrm20,telephone,packet_loss"
     proc = stepeval_run(
         tmp_path, "--multirun", "dataset=sample", "model=parrot,canned", "asr=whisper_base_offline", f"input={conditions}",
-        *LEAN[:-1], timeout=5400,
+        "limit=4", *LEAN[:-1], timeout=3600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "sweeps"
@@ -102,10 +103,13 @@ def test_a_sweep_over_conditions_gives_the_robustness_table_in_the_report(tmp_pa
     groups = robustness.build(robustness.load([sweep]), resamples=500)
     parrot, canned = rows_of(groups, "parrot"), rows_of(groups, "canned")
     buried = parrot[("noise_snrm20", "speech_detected")]
-    assert buried.result.turns == 22 and buried.preserve < 0.5 and buried.result.high < 0  # parrot repeats the noise
+    turns = buried.result.turns + buried.result.excluded_turns
+    assert (
+        turns >= 8 and buried.result.turns == turns and buried.preserve < 0.5 and buried.result.high < 0
+    )  # parrot repeats the noise
     for condition in ("noise_snrm20", "telephone", "packet_loss"):
         heard = canned[(condition, "speech_detected")]  # canned never listens: nothing to lose
-        assert heard.result.turns == 22 and heard.preserve == 1.0 and heard.result.difference == 0
+        assert heard.result.turns == turns and heard.preserve == 1.0 and heard.result.difference == 0
     clean_view = next(
         r for r in robustness.load([sweep]) if r.model == "parrot" and robustness.condition_of(r)["kind"] == "clean"
     )
