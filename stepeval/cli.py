@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     ),
     "report": ("stepeval.reporting.report", "report <run>: a self-contained HTML report with audio", "report"),
     "compare": ("stepeval.reporting.compare", "compare --baseline <run> --candidate <run>: regression gate for CI", None),
+    "robustness": (
+        "stepeval.reporting.robustness",
+        "robustness <clean view> <other views...>: preserve rate per input condition, speech tax (text - audio)",
+        None,
+    ),
     "validate-judge": (
         "stepeval.validation.validate",
         "validate-judge <view | run> [judge overrides]: controls and agreement, stored per judge",
@@ -56,6 +61,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "models": ("transformers", "tokenizers"),
     "cluster": ("submitit", "hydra_plugins"),
     "validation": ("krippendorff", "sklearn", "scipy", "websockets", "choix"),
+    "conditions": ("pyroomacoustics", "pedalboard", "scipy"),
 }
 
 

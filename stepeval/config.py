@@ -222,6 +222,15 @@ class MetricsSchema:
 
 
 @dataclass
+class InputSchema:
+    """What happens to the user's audio before it is sent (conf/input/, stepeval.conditions, docs/robustness.md)."""
+
+    name: str = "clean"
+    kind: str = "clean"  # clean | text | noise | reverb | far_field | telephone | codec | packet_loss | clipping | ...
+    params: dict[str, Any] = field(default_factory=dict)  # the kind's parameters (defaults in stepeval.conditions.KINDS)
+
+
+@dataclass
 class WorkersSchema:
     """How the stages share the machine (stepeval.threads, docs/performance.md); no result depends on it."""
 
@@ -239,6 +248,7 @@ class RunSchema:
     asr: AsrSchema = MISSING
     judge: JudgeSchema = MISSING
     metrics: MetricsSchema = field(default_factory=MetricsSchema)
+    input: InputSchema = field(default_factory=InputSchema)
     run_name: str | None = None
     results_dir: str = "results"
     seed: int = 0
@@ -258,6 +268,7 @@ def register_schemas() -> None:
     store.store(group="asr", name="schema", node=AsrSchema)
     store.store(group="judge", name="schema", node=JudgeSchema)
     store.store(group="metrics", name="schema", node=MetricsSchema)
+    store.store(group="input", name="schema", node=InputSchema)
 
 
 def conf_dir() -> Path:

@@ -8,6 +8,7 @@ of the run; the view (which conversations, ASR, judge, metrics config) gets its 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import platform
 import sys
@@ -23,6 +24,7 @@ from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
 from stepeval.client.build import build_responder, model_identity
 from stepeval.client.responder import Responder
+from stepeval.conditions import InputCondition
 from stepeval.config import check_config, check_target, redact, to_container
 from stepeval.data import loader
 from stepeval.judging import identity as judge_identity
@@ -65,6 +67,8 @@ class Prepared:
     applicability: Applicability
     dataset_conversations: int  # before ``limit``: a view of fewer is a subset
     warnings: list[str] = field(default_factory=list)
+    condition: InputCondition = field(default_factory=InputCondition)  # input=: what happens to the user's audio
+    text_sources: dict[str, int] = field(default_factory=dict)  # input=text: where each turn's text came from
     busy_s: dict[str, float] = field(default_factory=dict)  # overlapped stages: each one's busy time (benchmarks)
     wall_s: float | None = None  # overlapped stages: their wall time together
 
@@ -90,8 +94,12 @@ def run_name_for(cfg: DictConfig) -> str:
     if isinstance(dataset.get("columns"), dict) and dataset["columns"].get("role") is None:  # columns.role came later
         dataset["columns"] = {k: v for k, v in dataset["columns"].items() if k != "role"}
     model = model_identity(plain["model"])  # no endpoints, keys or timeouts: replicas must not change the run
-    digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
-    return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"
+    condition = InputCondition.from_config(plain.get("input"))
+    if condition.clean:  # runs from before input conditions keep their names
+        digest = fingerprint(dataset, model, plain["history"], plain["seed"])[:8]
+        return f"{cfg.dataset.name}-{cfg.model.name}-{digest}"
+    digest = fingerprint(dataset, model, plain["history"], plain["seed"], condition.identity())[:8]
+    return f"{cfg.dataset.name}-{cfg.model.name}-{condition.name}-{digest}"
 
 
 def check_run_keys(cfg: DictConfig) -> None:
@@ -107,8 +115,15 @@ def check_run_keys(cfg: DictConfig) -> None:
 def prepare(cfg: DictConfig) -> Prepared:
     check_run_keys(cfg)
     check_config(cfg)
+    condition = InputCondition.from_config(to_container(cfg).get("input"))
+    condition.check()
     applicability = Applicability.from_config(to_container(cfg).get("metrics"))
     responder = build_responder(cfg)  # the wire client when the model names endpoints, else its in-process backend
+    if condition.sends_text and not getattr(responder, "takes_text", False):
+        raise ValueError(
+            f"input={condition.name}: model={cfg.model.name} cannot take a user turn as text (it needs audio); "
+            "run it with an audio input condition, or use a model that takes text (a served model, cascade)"
+        )
 
     asr = None
     if cfg.asr.engine is not None:
@@ -127,7 +142,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     if cfg.limit:
         dataset.conversations = dataset.conversations[: cfg.limit]
     _check_history_inputs(cfg.history.value, dataset)
+    text_sources = _fill_user_text(condition, dataset, asr) if condition.needs_text else {}
     prepared = Prepared(cfg, run_name_for(cfg), responder, asr, dataset, applicability, total)
+    prepared.condition, prepared.text_sources = condition.with_pool(dataset.conversations), text_sources
     prepared.warnings = _category_warnings(prepared) + _unavailable_warnings(cfg)
     return prepared
 
@@ -157,6 +174,31 @@ def _check_history_inputs(policy: str, dataset: loader.LoadedDataset) -> None:
             f"history=transcript needs the dataset's user transcripts, and {len(lacking)} turn(s) have none "
             f"(e.g. {', '.join(lacking[:3])}); map a transcript column (dataset.columns.text) or use history=audio"
         )
+
+
+def _fill_user_text(condition: InputCondition, dataset: loader.LoadedDataset, asr: AsrEngine | None) -> dict[str, int]:
+    """input=text (and the re-spoken voice) needs every user turn's words: the dataset's transcript, else the
+    user-turn ASR of the clip (transcribed here, before any turn runs). Returns how many came from each source."""
+    lacking = [(c, t) for c in dataset.conversations for t in c.turns if not (t.text or "").strip()]
+    sources = {"dataset": sum(len(c.turns) for c in dataset.conversations) - len(lacking), "asr": 0}
+    if not lacking:
+        return sources
+    if asr is None:
+        raise ValueError(
+            f"input={condition.name} needs each user turn's transcript and {len(lacking)} turn(s) have none "
+            f"(e.g. {lacking[0][0].id} turn {lacking[0][1].index}); map dataset.columns.text or choose an asr= to transcribe them"
+        )
+    heard: dict[tuple[str, int], str] = {}
+    for conv, turn in lacking:
+        samples, rate = audio_io.read_checked(turn.audio_path)
+        heard[(conv.id, turn.index)] = asr.transcribe(samples, rate, conv.language).text.strip()
+    for i, conv in enumerate(dataset.conversations):
+        turns = tuple(
+            dataclasses.replace(t, text=heard[(conv.id, t.index)]) if (conv.id, t.index) in heard else t for t in conv.turns
+        )
+        dataset.conversations[i] = dataclasses.replace(conv, turns=turns)
+    sources["asr"] = len(lacking)
+    return sources
 
 
 def _category_warnings(prepared: Prepared) -> list[str]:
@@ -244,6 +286,7 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         concurrency=cfg.model.concurrency or getattr(prepared.responder, "capacity", None) or cfg.concurrency,
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
+        condition=prepared.condition,
     )
     replay = ReplayStage(prepared.responder, store, settings, conversations)
     options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
@@ -384,6 +427,7 @@ def _summarise(prepared: Prepared, store: RunStore, view: views.View, replay: St
         "judge": prepared.cfg.judge.name,
         "metrics_config": prepared.cfg.metrics.name,
         "history": prepared.cfg.history.value,
+        "input": prepared.condition.name,
         "turns": {
             "total": len(view.keys),
             "ok": statuses.count("ok"),
@@ -406,6 +450,15 @@ def _notes(prepared: Prepared, stats: list[StageStats], view: views.View) -> lis
             f"(limit={prepared.cfg.limit}); it is not the whole dataset."
         )
     notes.extend(prepared.warnings)
+    condition = prepared.condition
+    if not condition.clean:
+        what = "sent as text, no audio" if condition.sends_text else "degraded before it was sent"
+        params = ", ".join(f"{k}={v}" for k, v in condition.params.items())
+        notes.append(
+            f"INPUT CONDITION {condition.name} ({condition.kind}{': ' + params if params else ''}): the user's turns were {what}."
+        )
+    if condition.needs_text and prepared.text_sources.get("asr"):
+        notes.append(f"{prepared.text_sources['asr']} user turn(s) had no dataset transcript: their text is the user-turn ASR.")
     if prepared.asr is None:
         notes.append("ASR not run (asr=none): every metric that needs a transcript is missing (the reason is in each record).")
     if not judge_stage.enabled(prepared.cfg.judge):
@@ -445,6 +498,10 @@ def _start_manifest(store: RunStore, prepared: Prepared) -> dict:
             "config": redact(to_container(cfg)),
             "seed": cfg.seed,
             "history": cfg.history.value,
+            "input": {
+                **prepared.condition.describe(),
+                **({"text_sources": prepared.text_sources} if prepared.text_sources else {}),
+            },
             "model": redact(prepared.responder.describe()),
             "asr": prepared.asr.identity() if prepared.asr is not None else None,
             "judge": judge_stage.describe(cfg.judge),

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     },
     {"transport", "data"},
     {"asr", "signals", "judging"},
-    {"backends", "client"},
+    {"backends", "client", "conditions"},
     {"stages"},
     {"reporting"},
     {"pipeline", "fleet", "validation", "arena"},

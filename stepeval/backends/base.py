@@ -18,6 +18,8 @@ class Backend(ABC):
 
     #: whether the backend produces speech; text-only models get speech metrics marked not applicable
     speaks: bool = True
+    #: whether a user turn may come as text instead of audio (``input=text``); a backend that needs audio refuses it
+    takes_text: bool = False
 
     @abstractmethod
     def respond(self, history: list[Message], context: TurnContext) -> Reply: ...

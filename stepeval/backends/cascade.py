@@ -174,6 +174,8 @@ class Cascade(Backend):
             self._heard[key] = heard
         return heard
 
+    takes_text = True  # a user turn given as text skips the ASR
+
     def respond(self, history: list[Message], context: TurnContext) -> Reply:
         messages: list[dict] = []
         if self.system_prompt and not any(m.role == "system" for m in history):

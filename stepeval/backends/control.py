@@ -20,6 +20,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 class _Control(Backend):
+    takes_text = True  # they ignore what the user said (parrot, which repeats it, needs audio)
+
     def __init__(self, delay_s: float = 0.0):
         if delay_s < 0:
             raise ValueError(f"delay_s must be >= 0, got {delay_s}")
@@ -63,6 +65,8 @@ class Noise(_Control):
 
 class Parrot(_Control):
     """Speaks the user's latest turn back: on-language, fluent, and never an answer."""
+
+    takes_text = False  # it has nothing to repeat
 
     def respond(self, history: list[Message], context: TurnContext) -> Reply:
         self._wait()

@@ -23,8 +23,8 @@ POLICIES = ("audio", "transcript")
 class Exchange:
     """One completed turn: the user's audio and transcript, and the model's reply."""
 
-    user_audio: np.ndarray
-    user_rate: int
+    user_audio: np.ndarray | None  # None: the turn was sent as text (input=text)
+    user_rate: int | None
     user_text: str | None
     reply_text: str | None
 
@@ -32,20 +32,26 @@ class Exchange:
 def build(
     policy: str,
     earlier: list[Exchange],
-    current_audio: np.ndarray,
-    current_rate: int,
+    current_audio: np.ndarray | None,
+    current_rate: int | None,
     system_prompt: str | None = None,
+    current_text: str | None = None,
 ) -> list[Message]:
+    """The messages for one turn. Without ``current_audio`` (``input=text``) the user turn is ``current_text``, and
+    an earlier turn without audio goes as its text under either policy (there is no audio to send)."""
     if policy not in POLICIES:
         raise ValueError(f"history={policy!r}: use one of {POLICIES}")
     messages: list[Message] = [Message("system", text=system_prompt)] if system_prompt else []
     for exchange in earlier:
-        if policy == "audio":
+        if policy == "audio" and exchange.user_audio is not None:
             messages.append(Message("user", audio=exchange.user_audio, sample_rate=exchange.user_rate))
         else:
             messages.append(Message("user", text=exchange.user_text or ""))
         messages.append(Message("assistant", text=exchange.reply_text or ""))
-    messages.append(Message("user", audio=current_audio, sample_rate=current_rate))
+    if current_audio is None:
+        messages.append(Message("user", text=current_text or ""))
+    else:
+        messages.append(Message("user", audio=current_audio, sample_rate=current_rate))
     return messages
 
 

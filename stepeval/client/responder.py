@@ -28,6 +28,7 @@ class InProcess:
     def __init__(self, backend: Backend, workers: int = 4):
         self.backend = backend
         self.speaks = backend.speaks
+        self.takes_text = bool(getattr(backend, "takes_text", False))
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backend")
 
     async def respond(self, history: list[Message], context: TurnContext) -> Reply:

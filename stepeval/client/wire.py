@@ -125,6 +125,7 @@ class WireClient:
         self.pool = EndpointPool(endpoints)
         self.settings = settings
         self.speaks = "audio" in settings.modalities
+        self.takes_text = True  # chat completions carry text user turns; whether the model reads them is its business
         self._rng = rng or random.Random()
         # Retry-After is obeyed up to the backoff cap: a turn waits at most max_backoff_s between attempts
         self.policy = RetryPolicy(settings.max_retries, settings.backoff_s, settings.max_backoff_s, settings.max_backoff_s)

@@ -19,6 +19,12 @@ def load_summary(run_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _column(summary: dict) -> str:
+    """The run's model, and its input condition when it is not the clean one (docs/robustness.md)."""
+    condition = summary.get("input") or "clean"
+    return summary["model"] if condition == "clean" else f"{summary['model']} ({condition})"
+
+
 def comparison_table(summaries: list[dict]) -> str:
     """Rows: metrics (overall over all categories); columns: runs; each cell 'mean (scored/total)'.
 
@@ -28,13 +34,13 @@ def comparison_table(summaries: list[dict]) -> str:
     for summary in summaries:
         metrics += [m for m in summary["metrics"] if m not in metrics]
     lines = [
-        "| metric | " + " | ".join(s["model"] for s in summaries) + " |",
+        "| metric | " + " | ".join(_column(s) for s in summaries) + " |",
         "|" + "---|" * (len(summaries) + 1),
     ]
     for metric in metrics:
         cells = ["failed" if s.get("failed") else format_cell(s["metrics"].get(metric, {}).get(OVERALL)) for s in summaries]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    runs = "".join(f"\n- `{s['model']}`: {_run_line(s)}" for s in summaries)
+    runs = "".join(f"\n- `{_column(s)}`: {_run_line(s)}" for s in summaries)
     notes = sorted({note for s in summaries for note in s.get("notes", [])})
     text = "\n".join(lines) + "\n\nEach cell: mean (scored/total turns), over all categories. Runs:" + runs + "\n"
     return text + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
@@ -115,6 +121,20 @@ def sweep_summaries(sweep_dir: str | Path) -> list[dict]:
     return out
 
 
+def robustness_table(runs: list[Path], out: Path) -> None:
+    """A sweep over input conditions also writes robustness.md (``stepeval robustness`` on the sweep's views)."""
+    from stepeval.reporting import robustness
+
+    try:
+        groups = robustness.build([robustness.load_run(Path(d)) for d in runs if Path(d).exists()])
+    except (FileNotFoundError, ValueError) as err:  # e.g. a model swept without its clean condition
+        print(f"robustness table not written: {err}")
+        return
+    text = robustness.markdown(groups)
+    (out / "robustness.md").write_text(text, encoding="utf-8")
+    print(f"\n== Robustness (saved to {out / 'robustness.md'}) ==\n{text}")
+
+
 class SweepComparison(Callback):
     """Hydra callback: after a --multirun, print and save the comparison of the runs it made."""
 
@@ -141,6 +161,8 @@ class SweepComparison(Callback):
             out.mkdir(parents=True, exist_ok=True)
             (out / "comparison.md").write_text(table, encoding="utf-8")
             print(f"\n== Comparison of {len(summaries)} runs (saved to {out / 'comparison.md'}) ==\n{table}")
+            if len({s.get("input") or "clean" for s in summaries if not s.get("failed")}) > 1:  # a sweep over conditions
+                robustness_table(list(_noted_run_dirs(config.hydra.sweep.dir).values()), out)
         unclean = sorted({*noted_problems(config.hydra.sweep.dir), *noted_failures(config.hydra.sweep.dir)})
         if unclean:  # after the table: a sweep with a job that ended unclean exits 1, wherever its jobs ran
             jobs = ", ".join(f"#{n}" for n in unclean)

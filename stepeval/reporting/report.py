@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import paper, plots, validity
+from stepeval.reporting import paper, plots, robustness, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -214,8 +214,16 @@ def png_uri(path: Path | None) -> str | None:
     return None if path is None else "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
-    """Write the HTML page and its PNG charts; returns the paths written."""
+def render(
+    run: Run,
+    out: Path,
+    embed_audio: bool = True,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    robustness_runs: list[Run] | None = None,
+) -> dict:
+    """Write the HTML page and its PNG charts; returns the paths written. ``robustness_runs``: views of other
+    input conditions (with this one) for the robustness section (docs/robustness.md)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     expected = [m for m in run.configured_metrics() if m not in run.metrics()]
     table = category_table(run.scores, [*run.metrics(), *expected], seed=seed, resamples=resamples)
@@ -250,6 +258,9 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         conversations=views,
         notes=notes,
         validity=validity.section(run.root, run.manifest, judge=run.provenance()["judge"]),
+        robustness=robustness.section(robustness.build(robustness_runs, seed=seed, resamples=resamples))
+        if robustness_runs
+        else None,
         seed=seed,
         resamples=resamples,
     )
@@ -262,6 +273,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="the run folder (results/<run>)")
     p.add_argument("--out", type=Path, help="HTML file to write (default: <run>/report.html); PNG charts go next to it")
     p.add_argument("--no-audio", action="store_true", help="do not embed audio (a much smaller page for very large runs)")
+    p.add_argument(
+        "--robustness",
+        type=Path,
+        nargs="+",
+        metavar="VIEW",
+        help="views of other input conditions (or a sweep folder): adds the robustness section (docs/robustness.md)",
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     return p
@@ -271,11 +289,15 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         run = load_run(args.run)
+        others = None
+        if args.robustness:
+            others = [run, *(r for r in robustness.load(args.robustness) if r.root != run.root)]
+            robustness.build(others, seed=args.seed, resamples=10)  # a missing clean view fails here, not mid-render
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
     out = args.out or run.root / "report.html"
-    paths = render(run, out, embed_audio=not args.no_audio, seed=args.seed, resamples=args.resamples)
+    paths = render(run, out, embed_audio=not args.no_audio, seed=args.seed, resamples=args.resamples, robustness_runs=others)
     print("written: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 0
 

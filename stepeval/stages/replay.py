@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,16 @@ class ReplaySettings:
     concurrency: int = 8
     seed: int = 0
     system_prompt: str | None = None
+    # the input condition (stepeval.conditions.InputCondition); None or clean: the user's audio as recorded
+    condition: Any = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.condition is not None and not self.condition.clean
+
+    @property
+    def sends_text(self) -> bool:
+        return self.condition is not None and self.condition.sends_text
 
 
 @dataclass
@@ -68,15 +79,21 @@ class ReplayStage(Stage[ConversationUnit]):
         unreadable: dict[int, str] = {}
         previous = ""
         for turn in conv.turns:
-            try:
-                shas[turn.index] = audio_io.file_sha256(turn.audio_path)
-            except OSError as err:
+            if s.sends_text:  # input=text: the transcript is what is sent, the audio is never read
                 shas[turn.index] = None
-                unreadable[turn.index] = f"user audio {turn.audio_path}: {err.strerror or err}"
-            text = turn.text if s.history == "transcript" else None
-            fp = fingerprint(
-                s.model_fingerprint, s.history, s.system_prompt, s.seed, shas[turn.index] or "unreadable", text, previous
-            )
+                if not (turn.text or "").strip():
+                    unreadable[turn.index] = f"input=text: no transcript for {conv.id} turn {turn.index}"
+            else:
+                try:
+                    shas[turn.index] = audio_io.file_sha256(turn.audio_path)
+                except OSError as err:
+                    shas[turn.index] = None
+                    unreadable[turn.index] = f"user audio {turn.audio_path}: {err.strerror or err}"
+            text = turn.text if s.history == "transcript" or (s.degraded and s.condition.needs_text) else None
+            parts = [s.model_fingerprint, s.history, s.system_prompt, s.seed, shas[turn.index] or "unreadable", text, previous]
+            if s.degraded:  # a clean run's fingerprints stay as they were; a degraded one never matches them
+                parts.append(s.condition.identity())
+            fp = fingerprint(*parts)
             fps[(conv.id, turn.index)] = fp
             previous = fp
         return ConversationUnit(fps, conv, shas, unreadable)
@@ -91,7 +108,11 @@ class ReplayStage(Stage[ConversationUnit]):
         failed_at: int | None = None
         # every clip of the conversation in one trip to a worker thread (a trip costs about what reading a clip does)
         prepare = getattr(self.responder, "prepare_clip", None)  # the wire client encodes each clip there too
-        clips = await asyncio.to_thread(_read_user_clips, conv.turns, unit.unreadable, prepare)
+        if self.settings.sends_text:
+            clips = _text_turns(conv.turns, unit.unreadable)
+        else:
+            transform = _transform(self.settings, conv) if self.settings.degraded else None
+            clips = await asyncio.to_thread(_read_user_clips, conv.turns, unit.unreadable, prepare, transform)
         for turn in conv.turns:
             key = (conv.id, turn.index)
             base = {
@@ -113,7 +134,14 @@ class ReplayStage(Stage[ConversationUnit]):
             user_audio, user_rate = clip
             record = stored.get(key)
             if record is None:
-                messages = history_mod.build(self.settings.history, earlier, user_audio, user_rate, self.settings.system_prompt)
+                messages = history_mod.build(
+                    self.settings.history,
+                    earlier,
+                    user_audio,
+                    user_rate,
+                    self.settings.system_prompt,
+                    current_text=turn.text if user_audio is None else None,
+                )
                 record, files = await self._ask(base, messages, TurnContext(conv.id, turn.index, self.settings.seed))
                 try:
                     await emit(record, files)  # the reply's audio file, then its record, durable in one group commit
@@ -170,10 +198,35 @@ class ReplayStage(Stage[ConversationUnit]):
         return record
 
 
+Transform = Callable[[np.ndarray, int, Any], tuple[np.ndarray, int]]
+
+
+def _transform(settings: ReplaySettings, conv: Conversation) -> Transform:
+    """The input condition applied to one turn's clip, seeded by (run seed, condition, conversation, turn)."""
+    condition = settings.condition
+
+    def apply(samples: np.ndarray, rate: int, turn: Any) -> tuple[np.ndarray, int]:
+        out, out_rate = condition.apply(
+            samples, rate, seed=settings.seed, conversation_id=conv.id, turn=turn.index, text=turn.text, language=conv.language
+        )
+        return history_mod.frozen(np.ascontiguousarray(out, dtype=np.float32)), out_rate
+
+    return apply
+
+
+def _text_turns(turns: Sequence, unreadable: dict[int, str]) -> dict[int, tuple[None, None] | Exception]:
+    """input=text: nothing to read; a turn without a transcript fails (found while fingerprinting)."""
+    return {t.index: ValueError(unreadable[t.index]) if t.index in unreadable else (None, None) for t in turns}
+
+
 def _read_user_clips(
-    turns: Sequence, unreadable: dict[int, str], prepare: Callable[[np.ndarray, int], None] | None = None
+    turns: Sequence,
+    unreadable: dict[int, str],
+    prepare: Callable[[np.ndarray, int], None] | None = None,
+    transform: Transform | None = None,
 ) -> dict[int, tuple[np.ndarray, int] | Exception]:
     """Each turn's clip, or why it cannot be sent (a damaged clip fails its own turn, not the ones before it);
+    ``transform`` (the input condition) degrades it, so the history holds the degraded clip too;
     ``prepare`` (the responder's) is given each clip that can be sent."""
     clips: dict[int, tuple[np.ndarray, int] | Exception] = {}
     for turn in turns:
@@ -181,6 +234,8 @@ def _read_user_clips(
             if turn.index in unreadable:
                 raise ValueError(unreadable[turn.index])  # found unreadable while fingerprinting
             clips[turn.index] = _read_user_audio(turn.audio_path)
+            if transform is not None:
+                clips[turn.index] = transform(*clips[turn.index], turn)
         except (audio_io.UnusableAudio, OSError, ValueError, RuntimeError) as err:
             clips[turn.index] = err
             continue
