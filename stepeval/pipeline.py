@@ -21,7 +21,7 @@ from stepeval import __version__, secrets, threads, views
 from stepeval import audio as audio_io
 from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
-from stepeval.client.build import build_responder, model_identity
+from stepeval.client.build import build_responder, latency_protocol, model_identity
 from stepeval.client.responder import Responder
 from stepeval.config import check_target, redact, to_container
 from stepeval.data import loader
@@ -218,6 +218,7 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         concurrency=cfg.model.concurrency or getattr(prepared.responder, "capacity", None) or cfg.concurrency,
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
+        latency=latency_protocol(cfg.model),
     )
     replay = ReplayStage(prepared.responder, store, settings, conversations)
     options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))

@@ -102,6 +102,11 @@ class ReplayRecord(Record):
     timings: dict[str, float] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # latency (docs/latency.md): timings the turn could not give, with why (never a 0 in ``timings``), and the
+    # protocol they were measured under (clock, streamed, endpoint, concurrency, in flight, hardware, mode).
+    # Neither enters a fingerprint; records written before them read with both empty.
+    timings_missing: dict[str, str] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "replay"
 

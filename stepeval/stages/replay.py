@@ -15,13 +15,14 @@ import hashlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.client import history as history_mod
+from stepeval.client import timing
 from stepeval.client.responder import Responder
 from stepeval.records import FAILED, SKIPPED, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, Unit
@@ -38,6 +39,7 @@ class ReplaySettings:
     concurrency: int = 8
     seed: int = 0
     system_prompt: str | None = None
+    latency: dict = field(default_factory=dict)  # protocol facts the responder cannot know (hardware, mode)
 
 
 @dataclass
@@ -138,6 +140,12 @@ class ReplayStage(Stage[ConversationUnit]):
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             record, files = ReplayRecord(**base, status=FAILED, error=detail), []
         record.timings["wall_s"] = round(time.perf_counter() - started, 4)
+        if record.status == "ok":
+            for key, value in self.settings.latency.items():  # declared (model.hardware) over server-reported
+                if value is not None or key not in record.latency:
+                    record.latency[key] = value
+            declared = self.settings.latency.get("hardware") is not None
+            record.latency["hardware_source"] = "declared" if declared else "server" if record.latency.get("hardware") else None
         return record, files
 
     def _record(self, base: dict, reply: Reply, files: list[tuple[Path, bytes]]) -> ReplayRecord:
@@ -150,6 +158,8 @@ class ReplayStage(Stage[ConversationUnit]):
             usage=dict(reply.usage),
             extra=dict(reply.extra),
         )
+        record.timings_missing = dict(record.extra.pop("timings_missing", None) or {})
+        record.latency = dict(record.extra.pop("latency", None) or {})
         if reply.audio is not None:
             if not reply.sample_rate:
                 raise ValueError("reply has audio but no sample rate")
@@ -164,6 +174,9 @@ class ReplayStage(Stage[ConversationUnit]):
             record.duration_s = round(audio_io.duration(samples, reply.sample_rate), 4)
         elif reply.text is None:
             raise ValueError("reply has neither text nor audio")
+        has_text = bool(reply.text or reply.transcript)
+        streamed = bool(record.latency.get("streamed"))
+        timing.finish(record.timings, record.timings_missing, reply.audio, reply.sample_rate, has_text, streamed)
         return record
 
 
