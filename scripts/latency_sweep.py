@@ -111,8 +111,15 @@ def run_level(
     with RunStore(run_dir) as store:
         replay = ReplaySettings("sweep", concurrency=level, latency={"hardware": hardware, "mode": "load"})
         stage = ReplayStage(client, store, replay, conversations(store_dir, count, f"c{level}"))
+
+        async def go():
+            try:
+                return await run_stage_async(stage, store, progress=False)
+            finally:
+                await client.aclose()
+
         started = time.perf_counter()
-        outcome = asyncio.run(run_stage_async(stage, store, progress=False))
+        outcome = asyncio.run(go())
         wall = time.perf_counter() - started  # includes each level's untimed warm-up: throughput is not flattered
     frame = latency.latency_frame(run_dir)
     point = latency.sweep_point(frame, level, outcome.stats.computed - outcome.stats.failed, wall)

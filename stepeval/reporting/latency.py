@@ -259,3 +259,38 @@ def curve(points: list[dict], path: Path, title: str, metric: str = "first_audio
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def display_rows(rows: list[dict]) -> list[dict]:
+    """``table`` rows as strings for a page: each figure with its interval, and why turns are missing."""
+    out = []
+    for row in rows:
+        cell, metric = row["cell"], row["metric"]
+        shown = {k: _with_interval(cell, k, metric) for k in (*QUANTILES, "mean")}
+        why = "; ".join(f"{n}: {reason}" for reason, n in row["why_missing"].items())
+        out.append(
+            {
+                "metric": metric,
+                "category": row["category"],
+                "protocol": row["protocol"],
+                **shown,
+                "turns": cell.n,
+                "missing": f"{cell.missing}" + (f" ({why})" if why else ""),
+            }
+        )
+    return out
+
+
+def load_sweep(path: Path) -> dict:
+    """A sweep's ``sweep.json`` (scripts/latency_sweep.py), or the folder holding it; an error names the file."""
+    import json
+
+    path = Path(path)
+    path = path / "sweep.json" if path.is_dir() else path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a latency sweep ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise ValueError(f"{path}: not a latency sweep (no points list)")
+    return data

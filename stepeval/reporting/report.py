@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import paper, plots, validity
+from stepeval.reporting import latency, paper, plots, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -213,9 +213,26 @@ def png_uri(path: Path | None) -> str | None:
     return None if path is None else "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
-    """Write the HTML page and its PNG charts; returns the paths written."""
+def render(
+    run: Run,
+    out: Path,
+    embed_audio: bool = True,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    sweep: Path | None = None,
+) -> dict:
+    """Write the HTML page and its PNG charts; returns the paths written. ``sweep``: a latency sweep's folder or
+    ``sweep.json`` (scripts/latency_sweep.py), drawn as the latency-throughput curve."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    timings = latency.latency_frame(run.root)
+    latency_rows = latency.display_rows(latency.table(timings, resamples=min(resamples, latency.RESAMPLES), seed=seed))
+    cdf_path = latency.cdf(timings, out.with_name(f"{out.stem}_latency_cdf.png"), f"{run.name}: latency CDF")
+    sweep_data = latency.load_sweep(sweep) if sweep is not None else None
+    curve_path = None
+    if sweep_data is not None:
+        title = f"{sweep_data.get('server', '')}: {'; '.join(sweep_data.get('protocols') or [])}"[:140]
+        metric = sweep_data.get("metric", "first_audio_s")
+        curve_path = latency.curve(sweep_data["points"], out.with_name(f"{out.stem}_latency_sweep.png"), title, metric)
     expected = [m for m in run.configured_metrics() if m not in run.metrics()]
     table = category_table(run.scores, [*run.metrics(), *expected], seed=seed, resamples=resamples)
     directions = {m: direction(m, run) for m in table["metrics"]}
@@ -249,11 +266,15 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         conversations=views,
         notes=notes,
         validity=validity.section(run.root, run.manifest),
+        latency_rows=latency_rows,
+        latency_cdf=png_uri(cdf_path),
+        latency_curve=png_uri(curve_path),
+        latency_sweep=sweep_data,
         seed=seed,
         resamples=resamples,
     )
     out.write_text(html, encoding="utf-8")
-    return {"html": out, "radar": radar_path, "bars": bars_path}
+    return {"html": out, "radar": radar_path, "bars": bars_path, "latency_cdf": cdf_path, "latency_sweep": curve_path}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -263,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="do not embed audio (a much smaller page for very large runs)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    p.add_argument("--latency-sweep", type=Path, help="a latency sweep's folder (scripts/latency_sweep.py): its curve is drawn")
     return p
 
 
@@ -274,7 +296,11 @@ def main(argv: list[str]) -> int:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
     out = args.out or run.root / "report.html"
-    paths = render(run, out, embed_audio=not args.no_audio, seed=args.seed, resamples=args.resamples)
+    try:
+        paths = render(run, out, not args.no_audio, args.seed, args.resamples, sweep=args.latency_sweep)
+    except ValueError as err:
+        print(f"stepeval report: error: {err}", file=sys.stderr)
+        return 2
     print("written: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 0
 
