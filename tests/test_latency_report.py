@@ -92,3 +92,18 @@ def test_report_has_the_latency_table_cdf_and_sweep_curve(tmp_path):
     assert (run_dir / "report_latency_cdf.png").stat().st_size > 0 and (run_dir / "report_latency_sweep.png").is_file()
     (sweep / "sweep.json").write_text("{}")
     assert report([str(run_dir), "--no-audio", "--latency-sweep", str(sweep)]) == 2
+
+
+def test_leaderboard_has_latency_columns_marked_with_their_protocol(tmp_path, capsys):
+    from stepeval.reporting.leaderboard import main as leaderboard
+
+    quick = run_folder(tmp_path, "quick", QUICK, n=3, hardware="box A", mode="load")
+    slow = run_folder(tmp_path, "slow", SLOW, n=3, hardware="box B", mode="load")
+    assert leaderboard([str(quick), str(slow), "--out", str(tmp_path / "board"), "--resamples", "50"]) == 0
+    text = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "p50 first audio" in text and "latency protocol" in text and "hardware box A" in text
+    assert "latency measured under different protocols" in text  # not ranked together without a note
+    numbers = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["rows"]
+    by_run = {row["run"]: row for row in numbers}
+    assert by_run["slow"]["latency_first_audio_s_p50"] > by_run["quick"]["latency_first_audio_s_p50"]
+    capsys.readouterr()

@@ -294,3 +294,46 @@ def load_sweep(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise ValueError(f"{path}: not a latency sweep (no points list)")
     return data
+
+
+BOARD_METRICS = ("first_audio_s", "first_speech_s")
+
+
+def board_entry(run_dir: Path, seed: int = DEFAULT_SEED, resamples: int = RESAMPLES) -> dict:
+    """Flat leaderboard fields of one run: p50/p95 (with intervals) of the first-response timings and the protocol
+    they were measured under; empty when the run timed nothing, numbers None when its turns mix protocols."""
+    frame = latency_frame(run_dir)
+    frame = frame[frame["metric"].isin(BOARD_METRICS)]
+    if frame.empty or frame["value"].notna().sum() == 0:
+        return {}
+    protocols = sorted(set(frame["protocol"]))
+    out: dict = {"latency_protocol": protocols[0] if len(protocols) == 1 else "mixed: " + " | ".join(protocols)}
+    for metric in BOARD_METRICS:
+        cell = summarise(frame[frame["metric"] == metric], resamples, seed) if len(protocols) == 1 else None
+        for key in ("p50", "p95"):
+            name = f"latency_{metric}_{key}"
+            out[name] = None if cell is None else cell.estimates[key]
+            out[f"{name}_low"] = None if cell is None else cell.low[key]
+            out[f"{name}_high"] = None if cell is None else cell.high[key]
+    return out
+
+
+def board_cell(row: dict, metric: str, key: str) -> str:
+    """'p50 [low, high]' of a leaderboard row, or what stands in for it."""
+    if "latency_protocol" not in row:
+        return "not timed"
+    name = f"latency_{metric}_{key}"
+    if row.get(name) is None:
+        return "mixed protocols" if row["latency_protocol"].startswith("mixed") else "not measured"
+    text = _fmt(row[name], metric)
+    if row.get(f"{name}_low") is not None:
+        text += f" [{_fmt(row[f'{name}_low'], metric)}, {_fmt(row[f'{name}_high'], metric)}]"
+    return text
+
+
+def board_note(rows: list[dict]) -> str | None:
+    """Runs timed under different protocols are not ranked together: the note says so."""
+    protocols = {row["latency_protocol"] for row in rows if row.get("latency_protocol")}
+    if len(protocols) > 1:
+        return "latency measured under different protocols (" + "; ".join(sorted(protocols)) + "): not comparable across them"
+    return None

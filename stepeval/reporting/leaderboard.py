@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stepeval.reporting import validity
+from stepeval.reporting import latency, validity
 from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
 from stepeval.reporting.tables import (
@@ -31,6 +31,12 @@ from stepeval.reporting.tables import (
 
 FORMATS = ("md", "csv", "tex", "json")
 FIELDS = ("mean", "low", "high", "scored", "missing", "conversations")
+# latency columns (docs/latency.md), each read with the run's "latency protocol" column
+LATENCY_COLUMNS = {
+    "p50 first audio": ("first_audio_s", "p50"),
+    "p95 first audio": ("first_audio_s", "p95"),
+    "p50 first speech": ("first_speech_s", "p50"),
+}
 
 
 def _describe(run: Run) -> dict:
@@ -58,7 +64,7 @@ def build(
     for run in runs:
         present = set(run.metrics())
         cells = {m: (interval(run.scores, m, seed=seed, resamples=resamples) if m in present else None) for m in metrics}
-        rows.append({**_describe(run), "cells": cells})
+        rows.append({**_describe(run), **latency.board_entry(run.root, seed, min(resamples, latency.RESAMPLES)), "cells": cells})
     directions = {m: direction(m, runs[0] if runs else None) for m in metrics}
     datasets = {json.dumps(run.manifest.get("dataset", {}).get("files_sha256"), sort_keys=True) for run in runs}
     notes = []
@@ -71,6 +77,9 @@ def build(
         differ = sorted({m.aspect for run in runs[1:] for m in mismatches(runs[0], run)})
         if differ:
             notes.append(f"the runs were scored differently ({', '.join(differ)} differ): compare their numbers with care")
+    latency_note = latency.board_note(rows)
+    if latency_note:
+        notes.append(latency_note)
     absent = [m for m in metrics if all(row["cells"][m] is None for row in rows)]
     if absent:
         notes.append(f"not run in any of these runs: {', '.join(absent)}")
@@ -105,8 +114,11 @@ def display_frame(board: dict) -> pd.DataFrame:
     for row in board["rows"]:
         shown = {"run": row["run"], "model": row["model"]}
         shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
+        shown.update({title: latency.board_cell(row, m, k) for title, (m, k) in LATENCY_COLUMNS.items()})
+        shown["latency protocol"] = row.get("latency_protocol") or "-"
         rows.append(shown)
-    columns = ["run", "model", *board["metrics"]]
+    timed = any(row.get("latency_protocol") for row in board["rows"])
+    columns = ["run", "model", *board["metrics"], *((*LATENCY_COLUMNS, "latency protocol") if timed else ())]
     return pd.DataFrame(rows, columns=columns)
 
 
