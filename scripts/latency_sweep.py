@@ -19,10 +19,12 @@ import contextlib
 import html
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -56,7 +58,8 @@ def serve_cli(option: str, overrides: list[str], max_concurrent: int):
                 if time.monotonic() > deadline:
                     raise RuntimeError("stepeval serve did not come up in 120 s") from None
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1", health, " ".join(command[1:])
+        label = " ".join(["stepeval serve", option, *overrides, f"--max-concurrent {max_concurrent}"])
+        yield f"http://127.0.0.1:{port}/v1", health, label
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -134,7 +137,7 @@ def write(out: Path, points: list, frames, meta: dict) -> None:
 
     metric = "first_audio_s" if any(p["first_audio_s"]["p50"] is not None for p in points) else "first_text_s"
     (out / "sweep.json").write_text(json.dumps({**meta, "metric": metric, "points": points}, indent=2) + "\n")
-    lines = [f"# Latency vs throughput: {meta['server']}", "", f"protocol: {'; '.join(meta['protocols'])}", ""]
+    lines = [f"# Latency vs throughput: {meta['server']}", "", f"protocol: {meta['protocol']}", ""]
     lines += [
         f"| concurrency/endpoint | turns | turns/s | p50 {metric} | p95 {metric} | p50 first_speech_s | p95 total_s | failed |",
         "|---|---|---|---|---|---|---|---|",
@@ -153,8 +156,8 @@ def write(out: Path, points: list, frames, meta: dict) -> None:
             f"{with_ci(p[metric], 'p95')} | {ms(p['first_speech_s']['p50'])} | {ms(p['total_s']['p95'])} | {p['failed']} |"
         )
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    title = f"{meta['server']}: {metric}, {'; '.join(meta['protocols'])}"
-    curve = latency.curve(points, out / "sweep.png", title[:140], metric)
+    title = textwrap.fill(f"{meta['server']}; {meta['protocol']}", 90)
+    curve = latency.curve(points, out / "sweep.png", title, metric)
     frame = pd.concat(frames, ignore_index=True)
     frame["protocol"] = "c=" + frame["level"].astype(str)
     cdf = latency.cdf(frame, out / "cdf.png", f"{meta['server']}: CDF by concurrency per endpoint", (metric,))
@@ -199,7 +202,10 @@ def main() -> int:
             frames.append(frame)
             print(json.dumps({k: point[k] for k in ("concurrency", "turns_per_s", "first_audio_s", "first_text_s")}), flush=True)
     protocols = sorted({p for point in points for p in point["protocol"]})
+    # what every level shares: the protocol without its concurrency (which is the x of the sweep)
+    common = sorted({re.sub(r"concurrency \d+/endpoint, ", "", p) for p in protocols})
     meta = {"server": described, "health": health, "cpus": os.cpu_count(), "protocols": protocols, "warmup": args.warmup}
+    meta["protocol"] = "; ".join(common) + f"; {args.warmup} warm-up turns per level; concurrency per endpoint varies"
     write(args.out, points, frames, meta)
     print(f"written: {args.out}/sweep.json, sweep.md, sweep.png, cdf.png, sweep.html")
     return 0
