@@ -157,3 +157,25 @@ def test_a_reply_without_speech_or_audio_has_its_timings_missing_with_the_reason
     timing.finish(timings, missing, None, None, has_text=True, streamed=True)
     assert {"first_audio_s", "rtf", "first_speech_s"} <= set(missing) and "no audio" in missing["rtf"]
     assert not any(isinstance(v, float) and math.isclose(v, 0.0) for v in timings.values())
+
+
+def test_serial_mode_warms_each_endpoint_up_then_answers_one_turn_at_a_time(tmp_path):
+    from stepeval.client.build import latency_protocol, wire_client
+
+    t = Timeline(first_byte=0.0, first_text=0.05, first_audio=0.1, gap=0.01, chunks=2)
+    with TimedServer(t) as server:
+        model = {"name": "timed", "base_url": server.url, "stream": True, "audio_format": "pcm16", "concurrency": 8}
+        model.update({"latency_mode": "serial", "warmup_turns": 2, "hardware": "box"})
+        client = wire_client(model, 8)
+        assert [e.limit for e in client.pool.endpoints] == [1]
+        records, _ = replay(tmp_path, client, n=3, **latency_protocol(model))
+        served = len(server.served)
+    assert served == 2 + 3  # two untimed warm-up requests, then the three turns
+    for record in records.values():
+        assert record["latency"]["mode"] == "serial" and record["latency"]["warmup_turns"] == 2
+        assert record["latency"]["in_flight"] == 1 and record["latency"]["hardware"] == "box"
+        assert close(record["timings"]["first_audio_s"], t.first_audio)
+    first = min(records.values(), key=lambda r: r["timings"]["queue_s"])
+    assert first["timings"]["queue_s"] < 2 * t.end  # the warm-up is not counted as the first turn's queue wait
+    with pytest.raises(ValueError, match="model.latency_mode='burst'"):
+        wire_client({**model, "latency_mode": "burst"}, 8)
