@@ -194,7 +194,7 @@ def cdf(
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("seconds from the request written")
+    ax.set_xlabel("seconds from t0: the request written (in-process: the backend call began)")
     ax.set_ylabel("share of turns")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
