@@ -33,7 +33,7 @@ def test_table_quantiles_intervals_protocols_and_missing_reasons():
     for c in range(5):
         for t, value in enumerate((0.1 * (c + 1), 0.1 * (c + 1) + 0.05)):
             rows.append({"conversation_id": f"c{c}", "turn": t, "category": "qa", "language": "en", "metric": "first_audio_s"})
-            rows[-1].update({"value": value, "missing_reason": None, "protocol": "A", "in_flight": 1})
+            rows[-1].update({"value": value, "missing_reason": None, "protocol": "A", "in_flight": 1, "endpoint": "e"})
     rows.append({**rows[0], "turn": 9, "value": float("nan"), "missing_reason": "the reply has no audio"})
     rows.append({**rows[0], "protocol": "B", "value": 9.0})
     table = latency.table(pd.DataFrame(rows), resamples=200)
@@ -45,7 +45,7 @@ def test_table_quantiles_intervals_protocols_and_missing_reasons():
     assert a.low["p50"] <= a.estimates["p50"] <= a.high["p50"] and a.low["mean"] < a.high["mean"]
     assert overall["A"]["why_missing"] == {"the reply has no audio": 1}
     assert overall["B"]["cell"].estimates["p50"] == 9.0  # another protocol: never pooled with A
-    assert f"| first_audio_s | overall | A | {values[4] * 1000:.0f} ms [" in latency.markdown(table)
+    assert f"| first_audio_s | overall | A | e | {values[4] * 1000:.0f} ms [" in latency.markdown(table)
 
 
 def test_compare_gates_a_latency_regression_paired_over_turns(tmp_path, capsys):
@@ -88,6 +88,7 @@ def test_report_has_the_latency_table_cdf_and_sweep_curve(tmp_path):
     assert report([str(run_dir), "--no-audio", "--latency-sweep", str(sweep)]) == 0
     page = (run_dir / "report.html").read_text()
     assert '<h2 id="latency">Latency</h2>' in page and "<td>first_audio_s</td><td>overall</td>" in page
+    assert "sk-test" not in page and "127.0.0.1" in page  # the endpoint each figure came from, never its key
     assert 'alt="latency CDF"' in page and 'alt="latency-throughput curve"' in page
     assert (run_dir / "report_latency_cdf.png").stat().st_size > 0 and (run_dir / "report_latency_sweep.png").is_file()
     (sweep / "sweep.json").write_text("{}")

@@ -67,9 +67,11 @@ def latency_frame(run_dir: Path) -> pd.DataFrame:
                     "missing_reason": None if value is not None else reason,
                     "protocol": protocol,
                     "in_flight": record.latency.get("in_flight"),
+                    "endpoint": record.latency.get("endpoint") or "unrecorded",
                 }
             )
     columns = ["conversation_id", "turn", "category", "language", "metric", "value", "missing_reason", "protocol", "in_flight"]
+    columns.append("endpoint")  # redacted: never a key (the wire client records the printable URL)
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -79,7 +81,7 @@ def as_scores(frame: pd.DataFrame) -> pd.DataFrame:
     out["metric"] = PREFIX + out["metric"]
     out["stage"] = "replay"
     out["edits"] = out["units"] = float("nan")
-    return out.drop(columns=["protocol", "in_flight"])
+    return out.drop(columns=["protocol", "in_flight", "endpoint"])
 
 
 @dataclass
@@ -140,9 +142,11 @@ def table(frame: pd.DataFrame, resamples: int = RESAMPLES, seed: int = DEFAULT_S
         for category, group in groups:
             cell = summarise(group, resamples, seed)
             reasons = group["missing_reason"].dropna().value_counts()
+            endpoints = ", ".join(sorted(set(group["endpoint"])))
             rows.append(
                 {"metric": metric, "category": category, "protocol": protocol, "cell": cell, "why_missing": reasons.to_dict()}
             )
+            rows[-1]["endpoints"] = endpoints
     order = {m: i for i, m in enumerate(METRICS)}
     return sorted(rows, key=lambda r: (order.get(r["metric"], 99), r["protocol"], r["category"] != "overall"))
 
@@ -163,15 +167,16 @@ def _with_interval(cell: Cell, key: str, metric: str) -> str:
 def markdown(rows: list[dict]) -> str:
     """The latency table as Markdown: each cell the estimate with its 95% cluster-bootstrap interval."""
     lines = [
-        "| timing | category | protocol | p50 | p90 | p95 | mean | turns | missing |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| timing | category | protocol | endpoints | p50 | p90 | p95 | mean | turns | missing |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cell, metric = row["cell"], row["metric"]
         stats = " | ".join(_with_interval(cell, k, metric) for k in (*QUANTILES, "mean"))
         why = "; ".join(f"{n}: {reason}" for reason, n in row["why_missing"].items())
         missing = f"{cell.missing}" + (f" ({why})" if why else "")
-        lines.append(f"| {metric} | {row['category']} | {row['protocol']} | {stats} | {cell.n} | {missing} |")
+        where = row.get("endpoints", "")
+        lines.append(f"| {metric} | {row['category']} | {row['protocol']} | {where} | {stats} | {cell.n} | {missing} |")
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +278,7 @@ def display_rows(rows: list[dict]) -> list[dict]:
                 "metric": metric,
                 "category": row["category"],
                 "protocol": row["protocol"],
+                "endpoints": row.get("endpoints", ""),
                 **shown,
                 "turns": cell.n,
                 "missing": f"{cell.missing}" + (f" ({why})" if why else ""),
