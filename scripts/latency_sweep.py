@@ -186,7 +186,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     modalities = ["text"] if args.tiny_qwen2_audio else ["text", "audio"]
     if args.serve:
-        overrides = [f"model.backend.delay_s={args.delay}", f"+model.backend.chunk_delay_s={args.chunk_delay}"]
+        overrides = [f"model.backend.delay_s={args.delay}"]
+        if args.chunk_delay:  # parrot's (a backend that streams as it generates)
+            overrides.append(f"+model.backend.chunk_delay_s={args.chunk_delay}")
         server = serve_cli(args.serve, overrides, args.max_concurrent)
     elif args.tiny_qwen2_audio:
         server = serve_tiny_qwen2_audio(max(args.levels), new_tokens=8)
