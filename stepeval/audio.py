@@ -275,6 +275,21 @@ def silence_share(audio: np.ndarray, rate: int, threshold_dbfs: float = SILENCE_
     return float(np.mean(level < threshold_dbfs))
 
 
+def leading_silence(audio: np.ndarray, rate: int, threshold_dbfs: float = SILENCE_DBFS) -> float | None:
+    """Seconds before the first 30 ms frame whose RMS level reaches ``threshold_dbfs`` (the measure of
+    ``silence_share``); None when no frame does (no speech to reach). A partial last frame counts."""
+    mono = audio if audio.ndim == 1 else audio.mean(axis=-1)
+    frame = max(1, int(rate * FRAME_SECONDS))
+    n = -(-mono.size // frame)
+    if n == 0:
+        return None
+    padded = np.zeros(n * frame, dtype=np.float64)
+    padded[: mono.size] = mono
+    rms = np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1))
+    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-10)) >= threshold_dbfs)
+    return None if loud.size == 0 else float(loud[0] * frame) / float(rate)
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

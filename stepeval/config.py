@@ -139,7 +139,7 @@ class ModelSchema:
     voice: str | None = None  # e.g. alloy (OpenAI); not sent when null
     audio_format: str = "wav"
     stream: bool = False
-    # auto: fast unless streaming; fast: aiohttp, byte-identical bodies, less CPU per turn; sdk: the openai SDK
+    # auto/fast: aiohttp (streamed or not), byte-identical bodies, less CPU per turn; sdk: the openai SDK
     # (docs/performance.md). A transport key: not in the run name.
     http: str = "auto"
     timeout_s: float = 300.0
@@ -148,6 +148,12 @@ class ModelSchema:
     extra_body: dict[str, Any] = field(default_factory=dict)
     # the harness starts the servers itself (docs/cluster.md) and fills endpoints; null: they are already up
     launch: LaunchSchema | None = None
+    # latency (docs/latency.md): the hardware serving the model (recorded with every timing; a server's own report
+    # is used when null); load: turns as concurrency allows; serial: warmup_turns first, then one turn at a time
+    # per endpoint. Transport keys: not in the run name.
+    hardware: str | None = None
+    latency_mode: str = "load"
+    warmup_turns: int = 2
 
 
 @dataclass

@@ -22,7 +22,7 @@ from stepeval import __version__, secrets, threads, views
 from stepeval import audio as audio_io
 from stepeval.applicability import Applicability
 from stepeval.asr.engines import AsrEngine
-from stepeval.client.build import build_responder, model_identity
+from stepeval.client.build import build_responder, latency_protocol, model_identity
 from stepeval.client.responder import Responder
 from stepeval.conditions import InputCondition
 from stepeval.config import check_config, check_target, redact, to_container
@@ -287,6 +287,7 @@ def _stages(prepared: Prepared, store: RunStore, manifest: dict) -> dict[str, St
         seed=cfg.seed,
         system_prompt=cfg.model.system_prompt,
         condition=prepared.condition,
+        latency=latency_protocol(cfg.model),
     )
     replay = ReplayStage(prepared.responder, store, settings, conversations)
     options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))

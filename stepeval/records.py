@@ -103,6 +103,11 @@ class ReplayRecord(Record):
     usage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     served_by: str | None = None  # the endpoint (a fleet's "<model> replica <i>") and the URL that answered
+    # latency (docs/latency.md): timings the turn could not give, with why (never a 0 in ``timings``), and the
+    # protocol they were measured under (clock, streamed, endpoint, concurrency, in flight, hardware, mode).
+    # Neither enters a fingerprint; records written before them read with both empty.
+    timings_missing: dict[str, str] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "replay"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stepeval.store import RecordLog
 
-VOLATILE = {"timings", "usage"}  # wall-clock fields differ between runs; everything else must not
+VOLATILE = {"timings", "usage", "latency"}  # wall-clock fields and the load they were measured under
 
 
 def run_command(results: Path, *overrides: str) -> list[str]:

@@ -90,10 +90,10 @@ def page(judged_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_charts_are_saved_as_png_next_to_the_page(page: Path):
-    for name in ("report_radar.png", "report_bars.png"):
+    for name in ("report_radar.png", "report_bars.png", "report_latency_cdf.png"):
         with Image.open(page.parent / name) as image:
             image.verify()
-    assert page.read_text().count('src="data:image/png;base64,') == 2  # and embedded: the page stands alone
+    assert page.read_text().count('src="data:image/png;base64,') == 3  # and embedded: the page stands alone
 
 
 def test_every_turn_has_the_users_and_the_replys_audio_embedded(page: Path, judged_run: Path):

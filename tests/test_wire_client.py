@@ -232,7 +232,8 @@ def test_conversations_spread_over_endpoints_within_their_limits():
     assert {r.extra["endpoint"] for r in replies} == {0, 1}
 
 
-def test_streamed_pcm16_audio_and_time_to_first_audio():
+@pytest.mark.parametrize("fast", [False, True], ids=["sdk", "aiohttp"])
+def test_streamed_pcm16_audio_and_time_to_first_audio(fast):
     spoken = tone(0.6, 24000)
     raw = encoded(spoken, 24000, "pcm16")
     pieces = [raw[i : i + 9600] for i in range(0, len(raw), 9600)]
@@ -242,7 +243,12 @@ def test_streamed_pcm16_audio_and_time_to_first_audio():
     chunks.append(chunk({}, usage={"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}))
     with FakeServer() as server:
         server.script(PATH, sse(chunks))
-        reply = ask(client(server, stream=True, audio_format="pcm16"))
+        wire = client(server, stream=True, audio_format="pcm16")
+        if fast:
+            from stepeval.client.fast_http import FastWireClient
+
+            wire = FastWireClient(wire.pool.endpoints, wire.settings)
+        reply = ask(wire)
     body = server.requests_to(PATH)[0].json
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert reply.sample_rate == 24000 and reply.audio.size == spoken.size
@@ -355,16 +361,16 @@ def test_credentials_in_the_url_are_sent_as_query_and_basic_auth_and_never_shown
     assert "SECRET" not in repr(wire.pool.endpoints) + json.dumps(wire.describe())
 
 
-def test_http_auto_takes_the_lean_path_unless_the_model_streams():
+def test_http_auto_takes_the_lean_path_streamed_or_not():
     from stepeval.client.build import wire_client
     from stepeval.client.fast_http import FastWireClient
 
     base = {"name": "m", "base_url": "http://127.0.0.1:9/v1"}
     assert type(wire_client(base, 4)) is FastWireClient  # http unset: auto
-    assert type(wire_client({**base, "http": "auto", "stream": True}, 4)) is WireClient
+    assert type(wire_client({**base, "http": "auto", "stream": True}, 4)) is FastWireClient
+    assert type(wire_client({**base, "http": "fast", "stream": True}, 4)) is FastWireClient
+    assert type(wire_client({**base, "http": "sdk", "stream": True}, 4)) is WireClient
     assert type(wire_client({**base, "http": "sdk"}, 4)) is WireClient
-    with pytest.raises(ValueError, match="does not stream"):
-        wire_client({**base, "http": "fast", "stream": True}, 4)
     with pytest.raises(ValueError, match="model.http='httpx': use auto, sdk"):
         wire_client({**base, "http": "httpx"}, 4)
 
@@ -406,3 +412,22 @@ def test_a_reply_that_cannot_be_saved_fails_its_turn_and_the_other_conversations
     assert failed["status"] == "failed" and failed["error"].startswith("reply not saved: ") and failed["audio"] is None
     assert records[("conv1", 1)]["status"] == "skipped"
     assert all(records[(c, t)]["status"] == "ok" for c in ("conv0", "conv2") for t in (0, 1))
+
+
+def test_a_cut_stream_is_retried_and_an_error_event_fails_the_turn():
+    from stepeval.client.fast_http import FastWireClient
+
+    spoken = encoded(tone(0.2, 24000), 24000, "pcm16")
+    whole = [chunk({"audio": {"id": "a", "data": b64(spoken)}}), chunk({"content": "hi"}, finish="stop")]
+    cut = Scripted(lines=[f"data: {json.dumps(c)}\n\n".encode() for c in whole[:1]], content_type="text/event-stream")
+    broken = Scripted(lines=[b'data: {"error": {"message": "engine died"}}\n\n'], content_type="text/event-stream")
+    with FakeServer() as server:
+        server.script(PATH, cut, sse(whole), broken)
+        wire = client(server, stream=True, audio_format="pcm16")
+        wire = FastWireClient(wire.pool.endpoints, wire.settings)
+        reply = ask(wire)
+        assert reply.text == "hi" and reply.extra["attempts"] == 2  # the cut one was not taken as a short reply
+        assert "ended before data: [DONE]" in reply.extra["retries"][0]["error"]
+        wire = FastWireClient(wire.pool.endpoints, wire.settings)
+        with pytest.raises(MalformedReply, match="engine died"):
+            ask(wire)

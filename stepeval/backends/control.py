@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +65,39 @@ class Noise(_Control):
 
 
 class Parrot(_Control):
-    """Speaks the user's latest turn back: on-language, fluent, and never an answer."""
+    """Speaks the user's latest turn back: on-language, fluent, and never an answer.
+
+    Streamed (``respond_stream``, what ``stepeval serve`` uses for ``stream: true``), the reply comes in
+    ``chunk_s`` pieces ``chunk_delay_s`` apart after ``delay_s``: a known timeline for latency tests and
+    sweeps. Neither changes the reply, so neither is part of ``describe``."""
+
+    def __init__(self, delay_s: float = 0.0, chunk_s: float = 0.24, chunk_delay_s: float = 0.0):
+        super().__init__(delay_s)
+        if chunk_s <= 0 or chunk_delay_s < 0:
+            raise ValueError(f"chunk_s must be > 0 and chunk_delay_s >= 0, got {chunk_s}, {chunk_delay_s}")
+        self.chunk_s, self.chunk_delay_s = chunk_s, chunk_delay_s
 
     takes_text = False  # it has nothing to repeat
 
     def respond(self, history: list[Message], context: TurnContext) -> Reply:
         self._wait()
+        return Reply(audio=self._echo(history).copy(), sample_rate=last_user(history).sample_rate)
+
+    def respond_stream(self, history: list[Message], context: TurnContext) -> Iterator[Reply]:
+        audio, rate = self._echo(history), last_user(history).sample_rate
+        self._wait()
+        step = max(1, int(self.chunk_s * rate))
+        for start in range(0, max(audio.size, 1), step):
+            if start and self.chunk_delay_s:
+                time.sleep(self.chunk_delay_s)
+            yield Reply(audio=audio[start : start + step].copy(), sample_rate=rate)
+
+    @staticmethod
+    def _echo(history: list[Message]) -> np.ndarray:
         user = last_user(history)
         if user.audio is None:
             raise ValueError("parrot needs the user's audio, and the latest user message has none")
-        return Reply(audio=user.audio.copy(), sample_rate=user.sample_rate)
+        return user.audio
 
 
 class Canned(_Control):

@@ -176,6 +176,116 @@ def completion(reply: Reply, body: dict, name: str) -> dict:
     return out
 
 
+def streams_incrementally(backend: Backend) -> bool:
+    return callable(getattr(backend, "respond_stream", None))
+
+
+def stream_timings(backend: Backend) -> dict[str, str]:
+    """Which timings a streamed reply from this backend gives (``/health``, the start line, docs/latency.md)."""
+    if streams_incrementally(backend):
+        return {
+            "first_byte": "when the first piece is made (the head waits for it: an early failure is still an HTTP error)",
+            "first_text": "as generated",
+            "first_audio": "as generated",
+            "chunk_spacing": "as generated",
+        }
+    why = f"{type(backend).__name__} does not generate incrementally (no respond_stream): the whole reply is made first"
+    return {"first_byte": why, "first_text": why, "first_audio": why, "chunk_spacing": "none: the chunks are sent at once"}
+
+
+def hardware() -> str:
+    """What this server runs on, as the client records it when the run does not declare ``model.hardware``."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out = f"{cpu} ({os.cpu_count()} CPUs)"
+    torch = sys.modules.get("torch")  # only when the backend loaded it: never imported for this
+    if torch is not None and torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        out = f"{len(names)}x {names[0]}, {out}" if len(set(names)) == 1 else f"{', '.join(names)}, {out}"
+    return out
+
+
+class ChunkWriter:
+    """A reply, piece by piece, as OpenAI streams chat completion chunks with audio (``delta.content``,
+    ``delta.audio.data`` base64 pieces, ``delta.audio.transcript``), ending with ``data: [DONE]``."""
+
+    def __init__(self, body: dict, name: str):
+        self.body, self.name = body, name
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.audio_id = f"audio_{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.speaks = "audio" in (body.get("modalities") or ["text"])
+        self.fmt = (body.get("audio") or {}).get("format", "wav")
+        self._resampler: Any = None
+        self._rate: int | None = None
+
+    def _event(self, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        item = {"id": self.id, "object": "chat.completion.chunk", "created": self.created}
+        item.update({"model": self.body.get("model") or self.name, "choices": choices, "usage": usage})
+        return f"data: {json.dumps(item)}\n\n".encode()
+
+    def start(self) -> bytes:
+        return self._event({"role": "assistant", "content": ""})
+
+    def piece(self, reply: Reply) -> list[bytes]:
+        out = []
+        if reply.text:
+            out.append(self._event({"content": reply.text}))
+        if self.speaks and reply.audio is not None and reply.audio.size:
+            data = self._audio(np.asarray(reply.audio, dtype=np.float32), int(reply.sample_rate or 0))
+            if data:
+                out.append(self._event({"audio": {"id": self.audio_id, "data": data}}))
+        if self.speaks and reply.transcript:
+            out.append(self._event({"audio": {"id": self.audio_id, "transcript": reply.transcript}}))
+        return out
+
+    def _audio(self, samples: np.ndarray, rate: int) -> str:
+        """wav: each piece a WAV file of its own (the client joins the samples); pcm16: raw 24 kHz, resampled as one
+        stream so the samples are those of the whole reply resampled at once."""
+        if self._rate is not None and rate != self._rate:
+            raise ValueError(f"the backend's streamed pieces change sample rate ({self._rate} -> {rate})")
+        self._rate = rate
+        if self.fmt != "pcm16":
+            return audio_io.to_base64_wav(samples, rate)
+        if rate != PCM16_RATE:
+            import soxr
+
+            if self._resampler is None:
+                self._resampler = soxr.ResampleStream(rate, PCM16_RATE, 1, dtype="float32")
+            samples = self._resampler.resample_chunk(samples)
+        return base64.b64encode((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()).decode("ascii")
+
+    def end(self, usage: dict | None) -> list[bytes]:
+        out = []
+        if self._resampler is not None:  # what the resampler still holds
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                data = base64.b64encode((np.clip(tail, -1, 1) * 32767).astype("<i2").tobytes()).decode("ascii")
+                out.append(self._event({"audio": {"id": self.audio_id, "data": data}}))
+        out.append(self._event({}, finish="stop"))
+        if (self.body.get("stream_options") or {}).get("include_usage"):
+            out.append(self._event(None, usage=usage or {}))
+        return [*out, b"data: [DONE]\n\n"]
+
+
+def split_reply(reply: Reply, seconds: float = 0.24) -> Iterator[Reply]:
+    """A whole reply as stream pieces: its text, then its audio in ``seconds`` pieces, then its transcript."""
+    yield Reply(text=reply.text)
+    if reply.audio is not None and reply.sample_rate:
+        step = max(1, int(seconds * reply.sample_rate))
+        for start in range(0, reply.audio.size, step):
+            yield Reply(audio=reply.audio[start : start + step], sample_rate=reply.sample_rate)
+    yield Reply(transcript=reply.transcript)
+
+
 def check_request(body: dict) -> None:
     modalities = body.get("modalities", ["text"])
     if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}:
@@ -183,8 +293,8 @@ def check_request(body: dict) -> None:
     fmt = (body.get("audio") or {}).get("format", "wav") if isinstance(body.get("audio") or {}, dict) else None
     if fmt not in OUTPUT_FORMATS:
         raise BadRequest(f"audio.format={fmt!r}: stepeval serve answers in {OUTPUT_FORMATS}", "audio.format")
-    if body.get("stream"):
-        raise BadRequest("stream=true is not supported by stepeval serve; send stream=false", "stream")
+    if not isinstance(body.get("stream", False), bool):
+        raise BadRequest("stream must be true or false", "stream")
 
 
 def error(status: int, message: str, kind: str, param: str | None = None) -> Any:
@@ -287,13 +397,15 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_si
     turn per call in ``max_concurrent`` worker threads, the rest wait their turn."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
     pool = ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="serve")
     started = int(time.time())
     why_not = batch_unsupported(backend) if max_batch_size > 1 else f"--max-batch-size {max_batch_size}"
     batcher = Batcher(backend, pool, max_batch_size, max_wait_ms / 1000, max_concurrent) if why_not is None else None
+    incremental = streams_incrementally(backend)
+    head = {"X-Stepeval-Hardware": hardware()}  # recorded with the client's timings when the run declares none
 
     async def chat(request: Request) -> Any:
         try:
@@ -307,6 +419,8 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_si
         except BadRequest as err:
             return error(400, str(err), "invalid_request_error", err.param)
         loop = asyncio.get_running_loop()
+        if body.get("stream") and incremental:
+            return await streamed(body, history, context)
         try:
             if batcher is not None:
                 reply = await batcher.respond(history, context)
@@ -314,7 +428,57 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_si
                 reply = await loop.run_in_executor(pool, backend.respond, history, context)
         except Exception as err:  # the backend failed on this turn: the client records it and goes on
             return error(500, f"backend {name} failed: {type(err).__name__}: {err}", "server_error")
-        return JSONResponse(completion(reply, body, name))
+        if body.get("stream"):  # made whole, sent as chunks
+            fmt = (body.get("audio") or {}).get("format", "wav")
+            if fmt == "pcm16" and reply.audio is not None and reply.sample_rate != PCM16_RATE:  # as a whole, like above
+                reply.audio = audio_io.resample(np.asarray(reply.audio, np.float32), int(reply.sample_rate), PCM16_RATE)
+                reply.sample_rate = PCM16_RATE
+            writer = ChunkWriter(body, name)
+            events = [writer.start()] + [e for piece in split_reply(reply) for e in writer.piece(piece)]
+            return sse(iter_list(events + writer.end(reply.usage)))
+        return JSONResponse(completion(reply, body, name), headers=head)
+
+    async def streamed(body: dict, history: list[Message], context: TurnContext) -> Any:
+        """Pieces sent as the backend yields them (in a worker thread); the response head waits for the first
+        piece, so a backend that fails before it still answers HTTP 500. A later failure is an ``error`` event and
+        no ``[DONE]``: the client sees a cut stream, never a short reply."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def work() -> None:
+            try:
+                for piece in backend.respond_stream(history, context):
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+            except Exception as err:  # noqa: BLE001 - handed to the response
+                loop.call_soon_threadsafe(queue.put_nowait, err)
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        loop.run_in_executor(pool, work)
+        first = await queue.get()
+        if isinstance(first, Exception):
+            return error(500, f"backend {name} failed: {type(first).__name__}: {first}", "server_error")
+        writer = ChunkWriter(body, name)
+
+        async def events() -> AsyncIterator[bytes]:
+            item, usage = first, None
+            yield writer.start()
+            while item is not done:
+                if isinstance(item, Exception):
+                    message = f"backend {name} failed: {type(item).__name__}: {item}"
+                    yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n".encode()
+                    return
+                for event in writer.piece(item):
+                    yield event
+                usage = item.usage or usage
+                item = await queue.get()
+            for event in writer.end(usage):
+                yield event
+
+        return sse(events())
+
+    def sse(events: Any) -> Any:
+        return StreamingResponse(events, media_type="text/event-stream", headers={**head, "Cache-Control": "no-cache"})
 
     async def health(request: Request) -> Any:
         batching = {"enabled": batcher is not None, "reason": why_not, "max_batch_size": max_batch_size}
@@ -322,7 +486,8 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_si
         if batcher is not None:
             batching.update(batcher.stats())
         body = {"status": "ok", "model": name, "backend": backend.describe(), "max_concurrent": max_concurrent}
-        return JSONResponse({**body, "batching": batching})
+        streaming = {"incremental": incremental, "timings": stream_timings(backend), "hardware": head["X-Stepeval-Hardware"]}
+        return JSONResponse({**body, "batching": batching, "streaming": streaming})
 
     async def models(request: Request) -> Any:
         entry = {"id": name, "object": "model", "created": started, "owned_by": "stepeval"}
@@ -342,6 +507,11 @@ def build_app(backend: Backend, name: str, max_concurrent: int = 1, max_batch_si
         pool.shutdown(wait=False, cancel_futures=True)
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def iter_list(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
 
 
 def main(argv: list[str]) -> int:
@@ -369,6 +539,10 @@ def main(argv: list[str]) -> int:
     batching = f"batches of up to {args.max_batch_size} (wait {args.max_wait_ms:g} ms)"
     if why_not is not None:
         batching = f"no batching: {why_not}"
+    if streams_incrementally(backend):
+        batching += "; streams as it generates (time to first audio is measured)"
+    else:
+        batching += "; stream=true sends the whole reply as chunks once made (no time to first audio of its own)"
     print(
         f"stepeval serve: {model.name} ({backend.describe().get('class')}) on http://{args.host}:{args.port}/v1; {batching}",
         flush=True,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # the wire client (and the openai SDK under it) is imported o
 # model keys that say where and how patiently to ask, not what is asked: kept out of the run name,
 # so adding a replica, rotating a key or raising a timeout resumes the same run
 TRANSPORT_KEYS = ("concurrency", "endpoints", "base_url", "api_key", "timeout_s", "max_retries", "stream", "launch", "http")
+TRANSPORT_KEYS += ("hardware", "latency_mode", "warmup_turns")  # how latency is measured: never what is answered
+LATENCY_MODES = ("load", "serial")
 
 
 def uses_wire(model: DictConfig) -> bool:
@@ -35,6 +37,22 @@ def model_identity(model: dict) -> dict:
     return {k: v for k, v in model.items() if k not in drop}
 
 
+def latency_mode(model: Any) -> str:
+    mode = str(model.get("latency_mode") or "load")
+    if mode not in LATENCY_MODES:
+        raise ValueError(f"model.latency_mode={mode!r}: use load (turns as concurrency allows) or serial (docs/latency.md)")
+    return mode
+
+
+def latency_protocol(model: Any) -> dict:
+    """What every replay record's ``latency`` carries from the config: the declared hardware and the mode."""
+    mode = latency_mode(model)
+    out = {"hardware": model.get("hardware"), "mode": mode}
+    if mode == "serial":
+        out["warmup_turns"] = int(model.get("warmup_turns") or 0)
+    return out
+
+
 def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
     from stepeval.client.endpoints import Endpoint
 
@@ -48,6 +66,8 @@ def endpoints_from(model: dict, default_limit: int) -> list[Endpoint]:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{where}.base_url={scrub(url)!r}: need an http(s) URL such as http://127.0.0.1:8000/v1")
         limit = item.get("concurrency") if item.get("concurrency") is not None else default_limit  # 0 is refused
+        if latency_mode(model) == "serial":
+            limit = 1  # one turn at a time per replica: the latency a model card quotes
         if limit < 1:
             raise ValueError(f"{where}.concurrency must be >= 1, got {limit}")
         key = item.get("api_key") if item.get("api_key") is not None else model.get("api_key")
@@ -79,15 +99,12 @@ def wire_client(model: dict, default_limit: int) -> WireClient:
         max_retries=int(model["max_retries"] if model.get("max_retries") is not None else 4),
         send_metadata=bool(model.get("send_metadata", True)),
         extra_body=dict(model.get("extra_body") or {}),
+        warmup_turns=int(model.get("warmup_turns") or 0) if latency_mode(model) == "serial" else 0,
     )
     http = str(model.get("http") or "auto")
     if http not in ("auto", "sdk", "fast"):
         raise ValueError(f"model.http={http!r}: use auto, sdk (the openai SDK) or fast (aiohttp, docs/performance.md)")
-    if http == "auto":  # the lean path wherever it can go; streaming is the SDK's
-        http = "sdk" if settings.stream else "fast"
-    if http == "fast":
-        if settings.stream:
-            raise ValueError("model.http=fast does not stream: set model.stream=false or model.http=sdk")
+    if http in ("auto", "fast"):  # the lean path, streamed or not: it also times the connection itself
         from stepeval.client.fast_http import FastWireClient
 
         return FastWireClient(endpoints_from(model, default_limit), settings)
@@ -116,6 +133,8 @@ def build_responder(cfg: DictConfig) -> Any:
     """The responder for ``cfg.model``: wire client for endpoints, else the in-process backend."""
     model = cfg.model
     workers = model.concurrency or cfg.concurrency
+    if latency_mode(model) == "serial":
+        workers = 1  # in-process: one turn at a time (the warm-up is the wire client's)
     if uses_wire(model):
         client = wire_client(to_container(model), workers)
         check_endpoints(client)
@@ -125,4 +144,4 @@ def build_responder(cfg: DictConfig) -> Any:
     check_target(model.backend, "model.backend")
     backend = instantiate(model.backend)
     backend.check()
-    return InProcess(backend, workers=workers)
+    return InProcess(backend, workers=workers, hardware=model.get("hardware"))

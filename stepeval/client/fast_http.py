@@ -7,7 +7,9 @@ to WAV and base64 on every turn. ``FastWireClient`` is the wire client with both
 bodies, the same parsing (``wire.parse_completion``), the same retry policy, because it raises the
 SDK's own exception types (``openai.APIStatusError`` with the server's headers, so ``Retry-After``
 is honoured; ``openai.APIConnectionError``/``APITimeoutError``) for ``WireClient.respond`` to handle.
-Streaming replies still go through the SDK.
+It streams too (``stream: true``, server-sent events read as they arrive), and it times each request on
+the connection itself (aiohttp's trace hooks): ``t0`` when the body was written, the first byte when the
+response head came in (docs/latency.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import base64
 import json
 import re
 import secrets
-import time
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,8 @@ import httpx
 import openai
 
 from stepeval.client import history as history_mod
-from stepeval.client.wire import MalformedReply, WireClient, parse_completion
+from stepeval.client import timing
+from stepeval.client.wire import MalformedReply, WireClient, mark_chunk, parse_completion, parse_stream
 from stepeval.client.wire import to_wire as wire_to_wire
 from stepeval.types import Message, Reply, TurnContext
 
@@ -95,6 +97,8 @@ class FastWireClient(WireClient):
         body.encoded = encode_body(skeleton, clips)
         return body
 
+    path = "fast"
+
     def _session(self, endpoint) -> aiohttp.ClientSession:
         session = self._sessions.get(endpoint.index)
         if session is None:
@@ -102,25 +106,48 @@ class FastWireClient(WireClient):
             auth = _basic(*url.auth) if url.auth is not None else f"Bearer {endpoint.api_key or 'EMPTY'}"
             headers = {"Authorization": auth, "Content-Type": "application/json"}
             connector = aiohttp.TCPConnector(limit=0, ssl=None if url.base.startswith("https://") else False)
-            session = aiohttp.ClientSession(headers=headers, connector=connector, json_serialize=json.dumps)
+            session = aiohttp.ClientSession(
+                headers=headers, connector=connector, json_serialize=json.dumps, trace_configs=[_tracing()]
+            )
             self._sessions[endpoint.index] = session
         return session
 
-    async def _once(self, slot, body: dict, started: float) -> Reply:
+    async def _once(self, slot, body: dict, marks: timing.Marks) -> Reply:
+        return await self._post(slot, body, marks, stream=False)
+
+    async def _stream(self, slot, body: dict, marks: timing.Marks) -> Reply:
+        return await self._post(slot, body, marks, stream=True)
+
+    async def _post(self, slot, body: dict, marks: timing.Marks, stream: bool) -> Reply:
         endpoint = slot.endpoint
         url = endpoint.url.join("chat/completions")  # base_url is the printable form: never sent
         where = endpoint.where
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         data = body.encoded if isinstance(body, _Body) else json.dumps(body).encode()
+        chunks: list[dict] = []
+        done = False
+        content = b""
         try:
-            async with self._session(endpoint).post(url, data=data, params=endpoint.url.query or None, timeout=timeout) as raw:
-                content = await raw.read()
+            post = self._session(endpoint).post
+            async with post(url, data=data, params=endpoint.url.query or None, timeout=timeout, trace_request_ctx=marks) as raw:
                 status, headers = raw.status, dict(raw.headers)
+                marks.hardware = raw.headers.get("X-Stepeval-Hardware")
+                if stream and status < 400:
+                    async for line in raw.content:  # one server-sent event field per line
+                        event = _event(line, where)
+                        if event is _DONE:
+                            done = True
+                            break
+                        if event is not None:
+                            mark_chunk(marks, event)
+                            chunks.append(event)
+                else:
+                    content = await raw.read()
+                marks.end = timing.now()
         except asyncio.TimeoutError:
             raise openai.APITimeoutError(request=httpx.Request("POST", url)) from None  # what the SDK's errors carry
         except aiohttp.ClientError as err:
             raise openai.APIConnectionError(message=f"{type(err).__name__}: {err}", request=httpx.Request("POST", url)) from err
-        total = time.perf_counter() - started
         if status >= 400:
             response = httpx.Response(status, headers=headers, content=content, request=httpx.Request("POST", url))
             try:
@@ -130,12 +157,62 @@ class FastWireClient(WireClient):
             detail = error.get("error", error) if isinstance(error, dict) else content[:300].decode("utf-8", "replace")
             message = detail.get("message") if isinstance(detail, dict) else None
             raise openai.APIStatusError(str(message or detail), response=response, body=error)
-        reply = _parse(content, self.settings.audio_format, where)  # in a worker thread it measured no faster
-        reply.timings["total_s"] = round(total, 4)
-        return reply
+        if not stream:
+            return _parse(content, self.settings.audio_format, where)  # in a worker thread it measured no faster
+        if not done:  # a cut stream is a failed attempt, never a short reply
+            raise openai.APIConnectionError(
+                message=f"{where}: the stream ended before data: [DONE] ({len(chunks)} chunk(s) read)",
+                request=httpx.Request("POST", url),
+            )
+        return parse_stream(chunks, self.settings.audio_format, where)
 
     async def aclose(self) -> None:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
         await super().aclose()
+
+
+_DONE = object()
+
+
+def _event(line: bytes, where: str) -> Any:
+    """One line of a server-sent event stream: the chunk of a ``data:`` line, ``_DONE`` at ``[DONE]``, else None."""
+    if not line.startswith(b"data:"):
+        return None  # blank separator lines, comments (``: ping``), ``event:``/``id:`` fields
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return _DONE
+    try:
+        item = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MalformedReply(f"{where}: a streamed chunk is not JSON ({err}): {payload[:200]!r}") from None
+    if not isinstance(item, dict):
+        raise MalformedReply(f"{where}: a streamed chunk is {type(item).__name__}, not a JSON object")
+    if "error" in item and not item.get("choices"):
+        raise MalformedReply(f"{where}: the stream carried an error: {str(item['error'])[:300]}")
+    return item
+
+
+def _tracing() -> aiohttp.TraceConfig:
+    """Marks on the connection: ``sent`` when the last body chunk is written, ``first_byte`` when the response head
+    is in (``trace_request_ctx`` is the attempt's ``timing.Marks``)."""
+
+    async def chunk_sent(session: Any, ctx: Any, params: Any) -> None:
+        if isinstance(ctx.trace_request_ctx, timing.Marks):
+            ctx.trace_request_ctx.sent = timing.now()
+
+    async def headers_sent(session: Any, ctx: Any, params: Any) -> None:
+        marks = ctx.trace_request_ctx
+        if isinstance(marks, timing.Marks) and marks.sent is None:
+            marks.sent = timing.now()  # a body-less request: the head is the whole request
+
+    async def response_head(session: Any, ctx: Any, params: Any) -> None:
+        if isinstance(ctx.trace_request_ctx, timing.Marks):
+            ctx.trace_request_ctx.first_byte = timing.now()
+
+    config = aiohttp.TraceConfig()
+    config.on_request_chunk_sent.append(chunk_sent)
+    config.on_request_headers_sent.append(headers_sent)
+    config.on_request_end.append(response_head)
+    return config

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import json
 import random
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import openai
 
 from stepeval import audio as audio_io
 from stepeval.client import history as history_mod
+from stepeval.client import timing
 from stepeval.client.endpoints import Endpoint, EndpointPool, Slot
 from stepeval.transport import AttemptError, Attempts, RetryPolicy, TransportError, call_with_retries
 from stepeval.transport.clients import quiet_http_logs
@@ -52,6 +54,7 @@ class WireSettings:
     max_backoff_s: float = 60.0
     send_metadata: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
+    warmup_turns: int = 0  # latency_mode=serial: requests each endpoint answers, untimed, before its first timed turn
 
     def __post_init__(self) -> None:
         if self.audio_format not in AUDIO_FORMATS:
@@ -127,6 +130,7 @@ class WireClient:
         self.speaks = "audio" in settings.modalities
         self.takes_text = True  # chat completions carry text user turns; whether the model reads them is its business
         self._rng = rng or random.Random()
+        self._warmed: set[int] = set()
         # Retry-After is obeyed up to the backoff cap: a turn waits at most max_backoff_s between attempts
         self.policy = RetryPolicy(settings.max_retries, settings.backoff_s, settings.max_backoff_s, settings.max_backoff_s)
         quiet_http_logs()  # errors are recorded per turn
@@ -179,20 +183,29 @@ class WireClient:
         attempts = Attempts()
         tried: list[int] = []  # the endpoint of each attempt
         served_by: list[str] = []
+        entered = timing.now()  # queue_s runs from here to the answering attempt's request write
 
         async def attempt() -> Reply:
-            started = time.perf_counter()
             async with self.pool.slot() as slot:
                 tried.append(slot.endpoint.index)
                 served_by[:] = [slot.endpoint.served_by]
+                warmed = await self._warm_up(slot, body)  # the warm-up is not this turn's queue
+                marks = timing.Marks(entered + warmed, streamed=self.settings.stream)
+                in_flight = slot.endpoint.in_flight  # this request included: the load it was measured under
                 try:
                     if self.settings.stream:
-                        return await self._stream(slot, body, started)
-                    return await self._once(slot, body, started)
+                        reply = await self._stream(slot, body, marks)
+                    else:
+                        reply = await self._once(slot, body, marks)
                 except (openai.APIConnectionError, openai.APIStatusError) as err:
                     if isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError):
                         self.pool.mark_down(slot.endpoint)  # refused or dropped: retries go to the other replicas
                     raise AttemptError(err, slot.endpoint.where) from None
+                timings, missing = marks.timings()
+                reply.timings.update(timings)
+                reply.extra["timings_missing"] = missing
+                reply.extra["latency"] = self.protocol(slot.endpoint, in_flight, marks.hardware)
+                return reply
             # the slot is released before the wait: another conversation may use the endpoint meanwhile,
             # and the retry goes to whichever endpoint is least busy then
 
@@ -206,50 +219,74 @@ class WireClient:
         reply.extra["served_by"] = served_by[-1]  # the replay record's served_by
         return reply
 
-    async def _once(self, slot: Slot, body: dict, started: float) -> Reply:
+    async def _warm_up(self, slot: Slot, body: dict) -> float:
+        """``warmup_turns`` untimed requests on an endpoint before its first timed turn (compiled kernels, caches
+        and allocators warm, as in steady service); their replies are dropped. Returns the seconds it took."""
+        index = slot.endpoint.index
+        if not self.settings.warmup_turns or index in self._warmed:
+            return 0.0
+        self._warmed.add(index)
+        began = timing.now()
+        for _ in range(self.settings.warmup_turns):
+            with contextlib.suppress(Exception):  # a failed warm-up request is not a failed turn
+                send = self._stream if self.settings.stream else self._once
+                await send(slot, body, timing.Marks(timing.now(), streamed=self.settings.stream))
+        return timing.now() - began
+
+    def protocol(self, endpoint: Endpoint, in_flight: int, hardware: str | None = None) -> dict:
+        """The load and place a turn's timings were measured under (docs/latency.md): never a key."""
+        return {
+            "clock": "harness",
+            "path": self.path,
+            "streamed": self.settings.stream,
+            "endpoint": endpoint.url.display,
+            "concurrency": endpoint.limit,
+            "in_flight": in_flight,
+            "hardware": hardware,  # as the server reports it; a declared model.hardware replaces it
+        }
+
+    path = "sdk"
+
+    async def _once(self, slot: Slot, body: dict, marks: timing.Marks) -> Reply:
         client, endpoint = slot.client(), slot.endpoint
         # the SDK's generic POST (its documented way to send a body as is): the typed create() walks every
         # base64 audio string of the history to transform it, which costs more CPU than the whole request
-        raw = await client.post("/chat/completions", cast_to=httpx.Response, body=body)
-        total = time.perf_counter() - started
+        handed = timing.now()
+        with traced(client, marks):
+            raw = await client.post("/chat/completions", cast_to=httpx.Response, body=body)
+        marks.end = timing.now()
+        if marks.sent is None:  # no trace: the SDK's client is not an httpx one
+            marks.sent = handed
+            marks.missing["first_byte_s"] = "the SDK's connection could not be traced (model.http=fast times it)"
         where = endpoint.where
         try:
             data = json.loads(raw.content)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise MalformedReply(f"{where}: reply is not JSON ({err}): {raw.text[:200]!r}") from None
-        reply = parse_completion(data, self.settings.audio_format, where)
-        reply.timings["total_s"] = round(total, 4)
-        return reply
+        return parse_completion(data, self.settings.audio_format, where)
 
-    async def _stream(self, slot: Slot, body: dict, started: float) -> Reply:
+    async def _stream(self, slot: Slot, body: dict, marks: timing.Marks) -> Reply:
         client, endpoint = slot.client(), slot.endpoint
         kwargs = {"model": body["model"], "messages": body["messages"]}
         extra = {k: v for k, v in body.items() if k not in (*kwargs, "stream")}
         where = endpoint.where
         chunks: list[dict] = []
-        first_audio = first_text = None
-        stream = await client.chat.completions.create(**kwargs, stream=True, extra_body=extra)
+        handed = timing.now()
+        with traced(client, marks):
+            stream = await client.chat.completions.create(**kwargs, stream=True, extra_body=extra)
+        marks.sent = marks.sent or handed
+        marks.first_byte = marks.first_byte or timing.now()  # the SDK returns the stream once the head is in
         try:
             async for chunk in stream:
                 item = chunk.to_dict()
-                for choice in item.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    if first_audio is None and (delta.get("audio") or {}).get("data"):
-                        first_audio = time.perf_counter() - started
-                    if first_text is None and delta.get("content"):
-                        first_text = time.perf_counter() - started
+                mark_chunk(marks, item)
                 chunks.append(item)
         except json.JSONDecodeError as err:
             raise MalformedReply(f"{where}: a streamed chunk is not JSON ({err})") from None
         finally:
             await stream.close()
-        reply = parse_stream(chunks, self.settings.audio_format, where)
-        reply.timings["total_s"] = round(time.perf_counter() - started, 4)
-        if first_audio is not None:
-            reply.timings["first_audio_s"] = round(first_audio, 4)
-        if first_text is not None:
-            reply.timings["first_text_s"] = round(first_text, 4)
-        return reply
+        marks.end = timing.now()
+        return parse_stream(chunks, self.settings.audio_format, where)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -318,11 +355,60 @@ def parse_stream(chunks: list[dict], fmt: str, where: str) -> Reply:
             if len({rate for _, rate in decoded}) != 1:
                 raise MalformedReply(f"{where}: streamed audio chunks disagree on sample rate")
             reply.audio, reply.sample_rate = np.concatenate([a for a, _ in decoded]), decoded[0][1]
-        else:
-            reply.audio, reply.sample_rate = decode_audio(b"".join(pieces), fmt, where)
+        else:  # one file cut into pieces (or raw pcm16): stored as a non-streamed reply of the same bytes would be
+            joined = b"".join(pieces)
+            reply.audio, reply.sample_rate, storable = decode_storable_audio(joined, fmt, where)
+            reply.encoded = joined if storable else None
     if reply.text is None and reply.audio is None:
         raise MalformedReply(f"{where}: the stream carried neither text nor audio")
     return reply
+
+
+_MARKS: contextvars.ContextVar[timing.Marks | None] = contextvars.ContextVar("stepeval_marks", default=None)
+_SENT = ("http11.send_request_body.complete", "http2.send_request_body.complete")
+_HEAD = ("http11.receive_response_headers.complete", "http2.receive_response_headers.complete")
+
+
+@contextlib.contextmanager
+def traced(client: openai.AsyncOpenAI, marks: timing.Marks) -> Iterator[None]:
+    """Time the SDK's request on its connection (httpcore's ``trace`` extension, added by an httpx request hook):
+    ``sent`` when the body is written, ``first_byte`` when the response head is in. Without the SDK's httpx client
+    (``_client``) the caller falls back to when the request was handed over."""
+    http = getattr(client, "_client", None)
+    hooks = getattr(http, "event_hooks", None)  # duck-typed: the SDK may run on an httpx of its own
+    if isinstance(hooks, dict) and _trace_hook not in hooks.get("request", ()):
+        http.event_hooks["request"].append(_trace_hook)
+    token = _MARKS.set(marks)
+    try:
+        yield
+    finally:
+        _MARKS.reset(token)
+
+
+async def _trace_hook(request: Any) -> None:
+    marks = _MARKS.get()
+    if marks is None:
+        return
+
+    async def trace(name: str, info: dict) -> None:
+        if name in _SENT:
+            marks.sent = timing.now()
+        elif name in _HEAD:
+            marks.first_byte = timing.now()
+
+    request.extensions = {**request.extensions, "trace": trace}
+
+
+def mark_chunk(marks: timing.Marks, item: dict) -> None:
+    """Note when a streamed chunk brought the first text and each audio delta (at its arrival)."""
+    when = timing.now()
+    for choice in item.get("choices") or []:
+        delta = choice.get("delta") or {}
+        sound = delta.get("audio") or {}
+        if sound.get("data"):
+            marks.audio(when)
+        if delta.get("content") or sound.get("transcript"):  # gpt-4o-audio writes its text as transcript deltas
+            marks.text(when)
 
 
 def _looks_whole(data: bytes) -> bool:

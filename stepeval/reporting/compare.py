@@ -16,6 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from stepeval.reporting import latency
 from stepeval.reporting.mismatch import Mismatch, affected, mismatches
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, PairedResult, paired_compare
 from stepeval.reporting.tables import Run, direction, direction_word, escape_markdown, fmt, load_run
@@ -42,6 +45,14 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "audio_quality": 0.2,
 }
 DIRECTION_WORDS = {"higher": True, "lower": False, "either": None}
+# latency (docs/latency.md), read from the replay records: seconds (rtf: a ratio), lower is better; gated only
+# between runs measured under the same protocol (streaming, concurrency per endpoint, mode, hardware, clock)
+LATENCY_THRESHOLDS: dict[str, float] = {
+    "latency.first_audio_s": 0.1,
+    "latency.first_speech_s": 0.1,
+    "latency.total_s": 0.25,
+    "latency.rtf": 0.05,
+}
 
 
 @dataclass
@@ -80,6 +91,8 @@ def parse_gate(text: str, run: Run) -> Gate:
         if parts[2] not in DIRECTION_WORDS:
             raise ValueError(f"--metric {text!r}: direction must be one of {', '.join(DIRECTION_WORDS)}")
         return Gate(parts[0], threshold, DIRECTION_WORDS[parts[2]])
+    if parts[0].startswith(latency.PREFIX):
+        return Gate(parts[0], threshold, False)
     return Gate(parts[0], threshold, direction(parts[0], run))
 
 
@@ -91,6 +104,9 @@ def gates_for(baseline: Run, candidate: Run, overrides: list[str], only: bool = 
         for metric, threshold in DEFAULT_THRESHOLDS.items():
             if metric in present:
                 gates[metric] = Gate(metric, threshold, direction(metric, baseline))
+        for metric, threshold in LATENCY_THRESHOLDS.items():
+            if metric in present:
+                gates[metric] = Gate(metric, threshold, False)
     for text in overrides:
         gate = parse_gate(text, baseline)
         if gate.metric not in present:
@@ -103,10 +119,30 @@ def _scored(run: Run, metric: str) -> int:
     return int(run.scores.loc[run.scores["metric"] == metric, "value"].notna().sum())
 
 
-def judge(gate: Gate, baseline: Run, candidate: Run, alpha: float, seed: int, resamples: int) -> Outcome:
+def add_latency(run: Run) -> set[str]:
+    """Append the run's per-turn timings to its scores as ``latency.<timing>`` (turns that have any); returns the
+    protocols they were measured under."""
+    frame = latency.latency_frame(run.root)
+    if frame.empty or frame["value"].notna().sum() == 0:
+        return set()
+    run.scores = pd.concat([run.scores, latency.as_scores(frame)], ignore_index=True)
+    return set(frame["protocol"])
+
+
+def _protocol_note(baseline: set[str], candidate: set[str]) -> str | None:
+    if baseline and candidate and baseline != candidate:
+        return f"latency measured under different protocols: baseline {sorted(baseline)} vs candidate {sorted(candidate)}"
+    return None
+
+
+def judge(
+    gate: Gate, baseline: Run, candidate: Run, alpha: float, seed: int, resamples: int, protocols: str | None = None
+) -> Outcome:
     result = paired_compare(baseline.scores, candidate.scores, gate.metric, resamples=resamples, seed=seed)
     base_n, cand_n = _scored(baseline, gate.metric), _scored(candidate, gate.metric)
     args = (gate, result)
+    if protocols and gate.metric.startswith(latency.PREFIX):  # not comparable, so neither a pass nor a fail
+        return Outcome(*args, "skipped", protocols, base_n, cand_n)
     if result.difference is None:
         if base_n and not cand_n:
             return Outcome(*args, "lost", f"candidate has no scored turn (baseline: {base_n})", base_n, cand_n)
@@ -209,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME:THRESHOLD[:higher|lower|either]",
         help="gate this metric with this threshold (repeatable; overrides the defaults: "
-        + ", ".join(f"{k}:{v:g}" for k, v in DEFAULT_THRESHOLDS.items())
+        + ", ".join(f"{k}:{v:g}" for k, v in {**DEFAULT_THRESHOLDS, **LATENCY_THRESHOLDS}.items())
         + ")",
     )
     p.add_argument("--only", action="store_true", help="gate only the --metric ones, not the defaults")
@@ -229,6 +265,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         baseline, candidate = load_run(args.baseline), load_run(args.candidate)
+        protocols = _protocol_note(add_latency(baseline), add_latency(candidate))
         gates = gates_for(baseline, candidate, args.metric, only=args.only)
         if not 0 < args.alpha < 1:
             raise ValueError(f"--alpha {args.alpha}: must be between 0 and 1")
@@ -242,7 +279,7 @@ def main(argv: list[str]) -> int:
             print(f"  - {m.aspect}: {m.detail}", file=sys.stderr)
         print("  (pass --allow-mismatch to compare anyway; the affected rows are then marked)", file=sys.stderr)
         return 2
-    outcomes = [judge(g, baseline, candidate, args.alpha, args.seed, args.resamples) for g in gates]
+    outcomes = [judge(g, baseline, candidate, args.alpha, args.seed, args.resamples, protocols) for g in gates]
     text = summary_markdown(baseline, candidate, outcomes, args.alpha, args.seed, args.resamples, found)
     print(text)
     if args.summary_out:

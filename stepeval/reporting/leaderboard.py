@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from stepeval.judging import identity as judge_identity
+from stepeval.reporting import latency, validity
 from stepeval.reporting import published as published_mod
-from stepeval.reporting import validity
 from stepeval.reporting.mismatch import mismatches
 from stepeval.reporting.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED
 from stepeval.reporting.tables import (
@@ -34,6 +34,12 @@ from stepeval.reporting.tables import (
 FORMATS = ("md", "csv", "tex", "json")
 FIELDS = ("mean", "low", "high", "scored", "missing", "conversations")
 IDENTITY_COLUMNS = ("run", "view", "model", "judge", "asr")  # what makes two rows two rows
+# latency columns (docs/latency.md), each read with the run's "latency protocol" column
+LATENCY_COLUMNS = {
+    "p50 first audio": ("first_audio_s", "p50"),
+    "p95 first audio": ("first_audio_s", "p95"),
+    "p50 first speech": ("first_speech_s", "p50"),
+}
 
 
 def _describe(run: Run) -> dict:
@@ -76,7 +82,7 @@ def build(
     for run in runs:
         present = set(run.metrics())
         cells = {m: (interval(run.scores, m, seed=seed, resamples=resamples) if m in present else None) for m in metrics}
-        row = {**_describe(run), "cells": cells}
+        row = {**_describe(run), **latency.board_entry(run.root, seed, min(resamples, latency.RESAMPLES)), "cells": cells}
         if arena:
             row["arena"] = arena.get(row["model"])
         rows.append(row)
@@ -92,6 +98,9 @@ def build(
         differ = sorted({m.aspect for run in runs[1:] for m in mismatches(runs[0], run)})
         if differ:
             notes.append(f"the runs were scored differently ({', '.join(differ)} differ): compare their numbers with care")
+    latency_note = latency.board_note(rows)
+    if latency_note:
+        notes.append(latency_note)
     absent = [m for m in metrics if all(row["cells"][m] is None for row in rows)]
     if absent:
         notes.append(f"not run in any of these runs: {', '.join(absent)}")
@@ -151,10 +160,18 @@ def display_frame(board: dict) -> pd.DataFrame:
         shown = {k: row[k] or "" for k in IDENTITY_COLUMNS}
         shown["judge"] = row["judge_key"] if row["judge"] != judge_identity.NO_JUDGE else row["judge"]  # exact: slug + hash
         shown.update({m: format_interval(row["cells"][m]) for m in board["metrics"]})
+        shown.update({title: latency.board_cell(row, m, k) for title, (m, k) in LATENCY_COLUMNS.items()})
+        shown["latency protocol"] = row.get("latency_protocol") or "-"
         if board.get("arena"):
             shown["arena strength"] = arena_cell(row)
         rows.append(shown)
-    columns = [*IDENTITY_COLUMNS, *board["metrics"], *(["arena strength"] if board.get("arena") else [])]
+    timed = any(row.get("latency_protocol") for row in board["rows"])
+    columns = [
+        *IDENTITY_COLUMNS,
+        *board["metrics"],
+        *((*LATENCY_COLUMNS, "latency protocol") if timed else ()),
+        *(["arena strength"] if board.get("arena") else []),
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

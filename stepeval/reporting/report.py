@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import paper, plots, robustness, validity
+from stepeval.reporting import latency, paper, plots, robustness, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -221,10 +221,21 @@ def render(
     seed: int = DEFAULT_SEED,
     resamples: int = DEFAULT_RESAMPLES,
     robustness_runs: list[Run] | None = None,
+    sweep: Path | None = None,
 ) -> dict:
     """Write the HTML page and its PNG charts; returns the paths written. ``robustness_runs``: views of other
-    input conditions (with this one) for the robustness section (docs/robustness.md)."""
+    input conditions (with this one) for the robustness section (docs/robustness.md). ``sweep``: a latency sweep's
+    folder or ``sweep.json`` (scripts/latency_sweep.py), drawn as the latency-throughput curve."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    timings = latency.latency_frame(run.root)
+    latency_rows = latency.display_rows(latency.table(timings, resamples=min(resamples, latency.RESAMPLES), seed=seed))
+    cdf_path = latency.cdf(timings, out.with_name(f"{out.stem}_latency_cdf.png"), f"{run.name}: latency CDF")
+    sweep_data = latency.load_sweep(sweep) if sweep is not None else None
+    curve_path = None
+    if sweep_data is not None:
+        title = f"{sweep_data.get('server', '')}: {'; '.join(sweep_data.get('protocols') or [])}"[:140]
+        metric = sweep_data.get("metric", "first_audio_s")
+        curve_path = latency.curve(sweep_data["points"], out.with_name(f"{out.stem}_latency_sweep.png"), title, metric)
     expected = [m for m in run.configured_metrics() if m not in run.metrics()]
     table = category_table(run.scores, [*run.metrics(), *expected], seed=seed, resamples=resamples)
     directions = {m: direction(m, run) for m in table["metrics"]}
@@ -261,11 +272,15 @@ def render(
         robustness=robustness.section(robustness.build(robustness_runs, seed=seed, resamples=resamples))
         if robustness_runs
         else None,
+        latency_rows=latency_rows,
+        latency_cdf=png_uri(cdf_path),
+        latency_curve=png_uri(curve_path),
+        latency_sweep=sweep_data,
         seed=seed,
         resamples=resamples,
     )
     out.write_text(html, encoding="utf-8")
-    return {"html": out, "radar": radar_path, "bars": bars_path}
+    return {"html": out, "radar": radar_path, "bars": bars_path, "latency_cdf": cdf_path, "latency_sweep": curve_path}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -282,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    p.add_argument("--latency-sweep", type=Path, help="a latency sweep's folder (scripts/latency_sweep.py): its curve is drawn")
     return p
 
 
@@ -297,7 +313,11 @@ def main(argv: list[str]) -> int:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
     out = args.out or run.root / "report.html"
-    paths = render(run, out, embed_audio=not args.no_audio, seed=args.seed, resamples=args.resamples, robustness_runs=others)
+    try:
+        paths = render(run, out, not args.no_audio, args.seed, args.resamples, robustness_runs=others, sweep=args.latency_sweep)
+    except ValueError as err:
+        print(f"stepeval report: error: {err}", file=sys.stderr)
+        return 2
     print("written: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 0
 

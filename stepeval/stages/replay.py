@@ -15,7 +15,7 @@ import hashlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from stepeval import audio as audio_io
 from stepeval.client import history as history_mod
+from stepeval.client import timing
 from stepeval.client.responder import Responder
 from stepeval.records import FAILED, SKIPPED, Key, ReplayRecord
 from stepeval.stages.base import Emit, Stage, Unit
@@ -41,6 +42,7 @@ class ReplaySettings:
     system_prompt: str | None = None
     # the input condition (stepeval.conditions.InputCondition); None or clean: the user's audio as recorded
     condition: Any = None
+    latency: dict = field(default_factory=dict)  # protocol facts the responder cannot know (hardware, mode)
 
     @property
     def degraded(self) -> bool:
@@ -168,6 +170,12 @@ class ReplayStage(Stage[ConversationUnit]):
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             record, files = ReplayRecord(**base, status=FAILED, error=detail), []
         record.timings["wall_s"] = round(time.perf_counter() - started, 4)
+        if record.status == "ok":
+            for key, value in self.settings.latency.items():  # declared (model.hardware) over server-reported
+                if value is not None or key not in record.latency:
+                    record.latency[key] = value
+            declared = self.settings.latency.get("hardware") is not None
+            record.latency["hardware_source"] = "declared" if declared else "server" if record.latency.get("hardware") else None
         return record, files
 
     def _record(self, base: dict, reply: Reply, files: list[tuple[Path, bytes]]) -> ReplayRecord:
@@ -181,6 +189,8 @@ class ReplayStage(Stage[ConversationUnit]):
             extra={k: v for k, v in reply.extra.items() if k != "served_by"},
             served_by=reply.extra.get("served_by"),
         )
+        record.timings_missing = dict(record.extra.pop("timings_missing", None) or {})
+        record.latency = dict(record.extra.pop("latency", None) or {})
         if reply.audio is not None:
             if not reply.sample_rate:
                 raise ValueError("reply has audio but no sample rate")
@@ -195,6 +205,9 @@ class ReplayStage(Stage[ConversationUnit]):
             record.duration_s = round(audio_io.duration(samples, reply.sample_rate), 4)
         elif reply.text is None:
             raise ValueError("reply has neither text nor audio")
+        has_text = bool(reply.text or reply.transcript)
+        streamed = bool(record.latency.get("streamed"))
+        timing.finish(record.timings, record.timings_missing, reply.audio, reply.sample_rate, has_text, streamed)
         return record
 
 
