@@ -51,7 +51,10 @@ def test_csv_numbers_match_each_runs_turn_scores(board: Path, demo_runs: dict[st
             assert row[f"{metric}_missing"] == want["missing"], (model, metric)
             if want["scored"]:
                 assert row[f"{metric}_mean"] == pytest.approx(want["mean"]), (model, metric)
-                assert row[f"{metric}_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_high"]
+                if row[f"{metric}_conversations"] >= 2:  # one scored conversation gives no interval (stats.py)
+                    assert row[f"{metric}_low"] <= row[f"{metric}_mean"] <= row[f"{metric}_high"]
+                else:
+                    assert pd.isna(row[f"{metric}_low"]) and pd.isna(row[f"{metric}_high"])
             else:
                 assert pd.isna(row[f"{metric}_mean"]) and row[f"{metric}_status"] == "no scored turn"
 
@@ -92,6 +95,7 @@ def test_a_metric_no_run_computed_shows_as_not_run(demo_runs: dict[str, Path], t
     assert data["metrics"] == ["speech_detected", "factuality"]
     assert data["rows"][0]["metrics"]["factuality"] == {"status": "not run"}
     table = pd.read_csv(tmp_path / "leaderboard.csv")
+    table = table[table["status"] == "measured"]  # the paper's published factuality rows are listed apart
     assert list(table["factuality_status"]) == ["not run"] and table["factuality_mean"].isna().all()
 
 
@@ -101,12 +105,17 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path, capsys: pyt
     assert "empty" in capsys.readouterr().err
 
 
-def test_a_stepeval360_board_carries_the_papers_rows_marked_and_apart(board: Path):
-    """The bundled sample is shaped like StepEval-Audio-360 (benchmark: stepeval360): the paper's Table 5 rows sit
-    beside the measured ones, marked reported-not-reproduced with their source and judge, in every format."""
+def test_a_stepeval360_board_carries_the_papers_rows_marked_and_apart(demo_runs: dict[str, Path], tmp_path: Path):
+    """The bundled sample is shaped like StepEval-Audio-360 (benchmark: stepeval360): a board that shows the paper's
+    metrics carries its Table 5 rows beside the measured ones, marked reported-not-reproduced with their source and
+    judge, in every format; a board without those metrics has none."""
     from stepeval.reporting import paper
 
     published = {ref.model: ref for ref in paper.TABLE5}
+    board = tmp_path / "board"
+    wanted = ["speech_detected", "factuality", "relevance", "chat_score"]
+    runs = [str(demo_runs["silence"]), str(demo_runs["parrot"])]
+    assert cli(["leaderboard", *runs, "--out", str(board), "--metrics", *wanted]) == 0
     table = pd.read_csv(board / "leaderboard.csv")
     refs = table[table["status"] == paper.STATUS]
     assert sorted(refs["model"]) == sorted(published)
@@ -114,6 +123,7 @@ def test_a_stepeval360_board_carries_the_papers_rows_marked_and_apart(board: Pat
         assert row["chat_score_mean"] == pytest.approx(published[row["model"]].values["Chat Score"])
         assert row["relevance_mean"] == pytest.approx(published[row["model"]].values["Relevance %"] / 100)
         assert "Table 5" in row["source"] and "GPT-4o" in row["judge"]
+        assert row["speech_detected_status"] == "not run"  # the paper has no such column
     data = json.loads((board / "leaderboard.json").read_text())
     assert {r["model"] for r in data["published"]} == set(published)
     assert {r["model"] for r in data["rows"]} == {"parrot", "silence"}  # never ranked among the measured rows
@@ -121,6 +131,9 @@ def test_a_stepeval360_board_carries_the_papers_rows_marked_and_apart(board: Pat
     measured, _, apart = markdown.partition("Published rows")
     assert "GLM4-Voice" not in measured and "GLM4-Voice" in apart and paper.STATUS in apart
     assert "tab:stepeval-published" in (board / "leaderboard.tex").read_text()
+    plain = tmp_path / "plain"
+    assert cli(["leaderboard", str(demo_runs["parrot"]), "--out", str(plain), "--metrics", "speech_detected"]) == 0
+    assert json.loads((plain / "leaderboard.json").read_text())["published"] == []
 
 
 def test_arena_strengths_stand_in_their_own_column(demo_runs: dict[str, Path], tmp_path: Path):

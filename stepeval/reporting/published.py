@@ -23,10 +23,12 @@ def is_stepeval360(run: Run) -> bool:
 
 
 def published_rows(runs: list[Run], metrics: list[str]) -> list[dict]:
-    """The paper's rows for the metrics shown (fractions where our metric is a fraction), when a run is on
-    StepEval-Audio-360; [] otherwise."""
+    """The paper's rows (fractions where our metric is a fraction) when a run is on StepEval-Audio-360 and the board
+    shows at least one of the paper's metrics; [] otherwise."""
     if not any(is_stepeval360(run) for run in runs):
         return []
+    if not any(alias in metrics for column in paper.TABLE5_COLUMNS for alias in column.aliases):
+        return []  # the board shows none of the paper's columns: nothing to set beside
     rows = []
     for reference in paper.TABLE5:
         values: dict[str, float] = {}
