@@ -148,7 +148,7 @@ def test_client_error_not_retried_and_persistent_5xx_gives_up():
         (Scripted(json=completion(audio_b64="not*base64")), "not valid base64"),
         (Scripted(json=completion(audio_b64=b64(b"RIFF but not a wav file at all"))), "cannot decode wav audio"),
         (Scripted(body=b"<html>502 Bad Gateway</html>", content_type="application/json"), "not JSON"),
-        (Scripted(json=completion()), "neither text nor audio"),
+        (Scripted(json={**completion(), "choices": [{"index": 0, "message": {"role": "assistant"}}]}), "neither text nor audio"),
     ],
 )
 def test_malformed_reply_names_the_endpoint(reply, expected):
@@ -158,6 +158,15 @@ def test_malformed_reply_names_the_endpoint(reply, expected):
             ask(client(server))
     assert f"endpoint 0 ({server.url}/v1)" in str(info.value)
     assert len(server.requests_to(PATH)) == 1  # a malformed 200 is an answer, not a transient failure
+
+
+def test_a_finished_reply_that_says_nothing_is_an_empty_answer():
+    """finish_reason "stop" with no content and no audio: the model answered with nothing (scored as silence),
+    which is a reply, not a malformed one; without a finish reason it stays malformed (above)."""
+    with FakeServer() as server:
+        server.script(PATH, Scripted(json=completion(content="")))
+        reply = ask(client(server))
+    assert reply.text == "" and reply.audio is None
 
 
 def _conversations(tmp_path: Path, n: int, turns: int = 2) -> list[Conversation]:

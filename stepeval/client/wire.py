@@ -317,10 +317,18 @@ def parse_completion(data: Any, fmt: str, where: str) -> Reply:
         if isinstance(sound, dict) and sound.get("transcript") and reply.transcript is None:
             reply.transcript = sound["transcript"]
     if reply.text is None and reply.audio is None:
+        if any(_finished(c) for c in choices):  # the model finished and said nothing: an empty answer, not a fault
+            reply.text = ""
+            return reply
         raise MalformedReply(f"{where}: reply has neither text nor audio in any of its {len(choices)} choice(s)")
     reply.usage = dict(data.get("usage") or {})
     reply.extra.update({"id": data.get("id"), "finish_reason": [c.get("finish_reason") for c in choices]})
     return reply
+
+
+def _finished(choice: Any) -> bool:
+    """A choice the model ended by itself (stop, or its token budget): with no content it is an empty answer."""
+    return isinstance(choice, dict) and choice.get("finish_reason") in ("stop", "length")
 
 
 def parse_stream(chunks: list[dict], fmt: str, where: str) -> Reply:
@@ -360,6 +368,9 @@ def parse_stream(chunks: list[dict], fmt: str, where: str) -> Reply:
             reply.audio, reply.sample_rate, storable = decode_storable_audio(joined, fmt, where)
             reply.encoded = joined if storable else None
     if reply.text is None and reply.audio is None:
+        if any(_finished(c) for item in chunks for c in item.get("choices") or []):
+            reply.text = ""  # it finished and said nothing: an empty answer (scored as silence), not a fault
+            return reply
         raise MalformedReply(f"{where}: the stream carried neither text nor audio")
     return reply
 
