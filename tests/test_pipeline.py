@@ -12,6 +12,7 @@ import soundfile as sf
 import scripts.readme_demo as readme_demo
 from stepeval.data import loader, sources
 from stepeval.store import RecordLog
+from tests.hide_packages import hide_fixture  # noqa: F401  (the `hide` fixture)
 from tests.run_helpers import latest_view, only_run, stable_records, stepeval_run, summary
 
 pytestmark = pytest.mark.slow  # subprocess runs with real ASR
@@ -137,3 +138,38 @@ def test_transcript_history_refuses_turns_without_transcripts():
     _check_history_inputs("audio", dataset)  # the audio policy does not need them
     with pytest.raises(ValueError, match=rf"{first.id} turn 0.*dataset.columns.text"):
         _check_history_inputs("transcript", dataset)
+
+
+def _run_in_process(results: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from stepeval import pipeline
+    from stepeval.config import conf_dir, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(
+            config_name="config",
+            overrides=[*overrides, f"results_dir={results}", "progress=false", "workers.overlap=false"],
+        )
+    return pipeline.run(cfg)  # overlap off: scoring in this process's threads, which see the hidden packages
+
+
+def test_a_rerun_reuses_every_score_record_and_view_when_only_an_unavailable_reason_changed(
+    tmp_path: Path, hide, capsys: pytest.CaptureFixture
+):
+    """The user's sequence: a run without Resemblyzer, then `pip install resemblyzer` without torch. The reason
+    changes ('resemblyzer' -> 'torch'), no number does: the second run reuses every score record, keeps the view."""
+    overrides = ("dataset=sample", "model=parrot", "asr=none", "judge=none", "limit=2")
+    hide("resemblyzer")
+    first = _run_in_process(tmp_path, *overrides)
+    printed = capsys.readouterr()
+    assert "score: 4 records: 0 reused, 4 computed" in printed.out
+    assert any("'resemblyzer'" in p for p in first.problems), first.problems
+    hide("torch")
+    second = _run_in_process(tmp_path, *overrides)
+    printed = capsys.readouterr()
+    assert "score: 4 records: 4 reused, 0 computed" in printed.out, printed.out
+    assert any("'torch'" in p for p in second.problems)  # the current reason is what the run reports
+    assert second.view_dir == first.view_dir and len(list((first.root / "views").iterdir())) == 1
+    assert len((first.root / "records" / "score.jsonl").read_text().splitlines()) == 4  # nothing appended
