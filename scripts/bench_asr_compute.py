@@ -65,8 +65,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CTranslate2 cpu_threads")
     parser.add_argument("--repeat", type=int, default=1, help="timed passes per compute type (the first also loads)")
     parser.add_argument("--json", type=Path, help="write every transcript here")
+    parser.add_argument("--only", help="only the clips whose name contains this (e.g. zh: the Mandarin turns)")
     args = parser.parse_args(argv)
-    items = [(name, audio_io.read(path), language) for name, path, language in clips()]
+    items = [(name, audio_io.read(path), language) for name, path, language in clips() if not args.only or args.only in name]
     env = {k: v for k, v in os.environ.items() if k.startswith(("CT2_", "ONEDNN_", "MKL_", "DNNL_"))}
     print(f"cpu: {cpu_model()} {cpu_flags()}  env: {env or '-'}  clips: {len(items)}  threads: {args.threads}")
     report: dict = {"cpu": cpu_model(), "flags": cpu_flags(), "env": env, "threads": args.threads, "runs": {}}
