@@ -12,6 +12,7 @@ from tests.unit_guard import (  # noqa: F401  (the fast loop: `unit` marking and
     pytest_collection_modifyitems,
     pytest_runtest_call,
     pytest_runtest_setup,
+    pytest_terminal_summary,
 )
 
 REPO = Path(__file__).resolve().parents[1]
