@@ -17,14 +17,13 @@ ARGS ?=
 # CPU torch for the tests' tiny in-process models (a GPU machine installs its own build instead)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps eval test lint format clean regress bench bench-e2e
+.PHONY: setup system-deps eval test test-fast lint format clean regress bench bench-e2e readme-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet webrtcvad-wheels
 	$(BIN)/pip install --quiet --no-deps 'resemblyzer==0.1.4'
 	touch $(STAMP)
 
@@ -39,6 +38,11 @@ system-deps:
 
 test: system-deps $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the fast loop: the tests marked `unit` (no model loads, servers or subprocesses; tests/conftest.py); pytest's last
+# line gives the count and the time. `make test` runs these and all the others.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -45,7 +45,8 @@ from stepeval.store import RunStore, fingerprint, write_json_atomic
 
 EXTRA_HINT = {
     "dnsmos": "pip install 'stepeval[judges]'",
-    "speaker": "pip install resemblyzer (see the Makefile: --no-deps with webrtcvad-wheels)",
+    "speaker": "pip install 'stepeval[speaker]' && pip install --no-deps resemblyzer==0.1.4",
+    "pitch": "pip install 'stepeval[judges]'",
     "utmos": "pip install 'stepeval[judges]' torch, and reach torch.hub",
 }
 
@@ -217,9 +218,9 @@ def _category_warnings(prepared: Prepared) -> list[str]:
 def _unavailable_warnings(cfg: DictConfig) -> list[str]:
     options = signals.SignalOptions.from_config((to_container(cfg).get("metrics") or {}).get("signals"))
     out = []
-    for name, why in signals.identity(options)["unavailable"].items():
+    for name, why in signals.unavailable_reasons(options).items():
         if why:
-            label = "speaker consistency" if name == "speaker" else name.upper()
+            label = {"speaker": "speaker consistency", "pitch": "pitch"}.get(name, name.upper())
             line = why if "unavailable" in why else f"{label} unavailable: {why}"
             out.append(line if "pip install" in line else f"{line} ({EXTRA_HINT[name]})")
     return out

@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest_runs import demo_runs  # noqa: F401  (session fixture: real silence and parrot demo runs)
+from tests.unit_guard import (  # noqa: F401  (the fast loop: `unit` marking and its guard)
+    pytest_collection_modifyitems,
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_terminal_summary,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

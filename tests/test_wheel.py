@@ -118,6 +118,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (cwd / "conf").mkdir(parents=True)
     (cwd / "conf" / "config.yaml").write_text(DECOY)
     return {
+        "wheel": wheel,
         "base": base,
         "bin": env_dir / "bin",
         "purelib": Path(purelib),
@@ -167,6 +168,7 @@ def test_wheel_runs_from_a_fresh_venv_outside_the_checkout(venv: dict):
     # the run completes, announces each at the start and in the table, and exits 1 (allow_failures=true accepts it)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "warning: DNSMOS unavailable" in run.stderr and "pip install 'stepeval[judges]'" in run.stderr
+    assert "warning: pitch unavailable (No module named 'librosa')" in run.stderr  # counted like DNSMOS, not silently
     assert "picked_up_by_accident" not in run.stdout + run.stderr
     (run_dir,) = [p.parent for p in results.glob("*/manifest.json")]
     (view,) = (run_dir / "views").iterdir()
@@ -219,3 +221,75 @@ def test_user_config_folder_extends_the_packaged_configs(venv: dict):
     venv_env = dict(venv["env"], STEPEVAL_CONF=str(mine))
     listed = subprocess.run([str(stepeval), "run", "--help"], cwd=venv["cwd"], env=venv_env, capture_output=True, text=True)
     assert "quiet" in next(line for line in listed.stdout.splitlines() if line.strip().startswith("model:"))
+
+
+def readme() -> str:
+    return (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_wheel_command_writes_nothing_into_the_checkout(tmp_path: Path):
+    """The README's wheel command, run on a clone-like checkout: a wheel comes out, the checkout stays as committed
+    (no build/, no *.egg-info/, ignored or not). --no-build-isolation only keeps the test offline."""
+    (command,) = re.findall(r"`(python -m pip wheel [^`]+)`", readme())
+    checkout = tmp_path / "stepeval"
+    for package in ("stepeval", "hydra_plugins"):
+        shutil.copytree(REPO / package, checkout / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", ".gitignore"):
+        shutil.copy2(REPO / name, checkout / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-C", str(checkout)]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True, timeout=60)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-q", "-m", "source"], check=True, timeout=60)
+    argv = command.replace("/path/to/stepeval", str(checkout)).split()
+    assert argv[:4] == ["python", "-m", "pip", "wheel"]
+    out = tmp_path / "dist"
+    argv = [sys.executable, *argv[1:4], "--no-build-isolation", *[str(out) if a == "dist" else a for a in argv[4:]]]
+    built = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert len(list(out.glob("stepeval-*.whl"))) == 1
+    left = subprocess.run([*git, "status", "--porcelain", "--ignored"], capture_output=True, text=True, check=True)
+    assert left.stdout == "", f"the build wrote into the checkout:\n{left.stdout}"
+
+
+def test_the_readme_install_lines_give_a_run_without_problems(venv: dict, tmp_path: Path):
+    """The README's two install lines (the extras, then Resemblyzer without its dependencies), as a fresh venv holds
+    them: every default metric can run, so a run exits 0 with no signal announced unavailable."""
+    (extras,) = re.findall(r"pip install '/path/to/stepeval\[([a-z,]+)\]'", readme())
+    (pinned,) = re.findall(r"pip install --no-deps (resemblyzer==[0-9.]+)", readme())
+    name, version = pinned.split("==")
+    assert md.version(name) == version, f"the test environment has {name} {md.version(name)}, the README pins {version}"
+    env_dir = tmp_path / "venv"
+    env = dict(venv["env"], PATH=f"{env_dir / 'bin'}{os.pathsep}{venv['env']['PATH']}")
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300, env=env)
+    python = env_dir / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(venv["wheel"])], check=True, timeout=300, env=env)
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    installed = closure(wheel_requirements(venv["wheel"]), set(extras.split(",")))
+    installed[name] = md.distribution(name)  # --no-deps: Resemblyzer's files only
+    (Path(purelib) / "stepeval_test_user.pth").write_text(str(link_farm(installed, tmp_path / "site")) + "\n")
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [str(env_dir / "bin" / "stepeval"), "run", "dataset=sample", "model=parrot", "asr=whisper_base_offline"]
+        + ["judge=none", "limit=1", f"results_dir={results}", "progress=false"],
+        cwd=venv["cwd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "unavailable" not in run.stderr, run.stderr[-3000:]
+    (score_log,) = results.glob("*/records/score.jsonl")
+    scored = [json.loads(line) for line in score_log.read_text().splitlines()]
+    for metric in ("dnsmos_ovrl", "f0_median_hz", "speaker_consistency"):
+        assert any(r["metrics"].get(metric) is not None for r in scored) or all(
+            "unavailable" not in (r["missing"].get(metric) or "") and "pip install" not in (r["missing"].get(metric) or "")
+            for r in scored
+        ), (metric, [r["missing"].get(metric) for r in scored])

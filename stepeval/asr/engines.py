@@ -6,8 +6,10 @@ import functools
 import importlib.util
 import logging
 import os
+import platform
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -125,6 +127,10 @@ class WhisperASR:
             ident["model_sha256"] = packaged_whisper.SHA256["model.bin"]
         if self.batch_size:  # only when set: runs made before the option keep their fingerprints
             ident["batched"] = True
+        if self.compute_type.startswith("int8") and not self.on_gpu:
+            # int8 on a CPU: the kernels (and so the transcripts) differ between machines; transcripts of another
+            # machine's kernels are not reused, and views of two such machines are not the same view
+            ident["cpu_int8_kernels"] = cpu_int8_kernels()
         return ident
 
     def transcribe(self, samples: np.ndarray, rate: int, language: str | None = None) -> Transcript:
@@ -169,6 +175,42 @@ class WhisperASR:
             self.cpu_threads or plan.asr_threads,
             self.num_workers or plan.asr_workers,
         )
+
+
+def cpu_int8_kernels() -> str:
+    """What CTranslate2's int8 matrix products depend on here: its GEMM library (Intel MKL on Intel CPUs, oneDNN on
+    others, or as ``CT2_USE_MKL`` says) and the widest int8 instruction set the CPU has (with VNNI or AMX the
+    products accumulate differently than with AVX2 alone). float32 has no such dependence beyond rounding order."""
+    flags: set[str] = set()
+    vendor = platform.machine()  # not platform.processor(): it runs `uname -p`
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                vendor = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    use_mkl = os.environ.get("CT2_USE_MKL")
+    mkl = vendor == "GenuineIntel" if use_mkl is None else use_mkl.strip().lower() in ("1", "true", "on")
+    isa = next(
+        (
+            name
+            for flag, name in (
+                ("amx_int8", "amx"),
+                ("avx512_vnni", "avx512_vnni"),
+                ("avx_vnni", "avx_vnni"),
+                ("avx512bw", "avx512"),
+                ("avx2", "avx2"),
+            )
+            if flag in flags
+        ),
+        "other",
+    )
+    forced = os.environ.get("CT2_FORCE_CPU_ISA")
+    return f"{'mkl' if mkl else 'onednn'}/{isa}" + (f"/ct2:{forced}" if forced else "")
 
 
 _LOCK = threading.Lock()  # ASR workers asking for the model at once load it once

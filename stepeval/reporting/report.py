@@ -33,6 +33,7 @@ from stepeval.reporting.tables import (
     load_run,
 )
 from stepeval.store import RecordLog, safe_name
+from stepeval.views import view_dir
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # formats every current browser plays from a data URI; anything else is transcoded to WAV
@@ -283,10 +284,17 @@ def render(
     return {"html": out, "radar": radar_path, "bars": bars_path, "latency_cdf": cdf_path, "latency_sweep": curve_path}
 
 
+def default_path(run: Run) -> Path:
+    """``<run>/views/<view>/report.html``: each view's report in its own folder, so reports of two views of
+    one run never overwrite each other; ``<run>/report.html`` for a run made before views."""
+    folder = view_dir(run.root, run.view.name) if run.view is not None else run.root
+    return folder / "report.html"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepeval report", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="the run folder (results/<run>)")
-    p.add_argument("--out", type=Path, help="HTML file to write (default: <run>/report.html); PNG charts go next to it")
+    p.add_argument("--out", type=Path, help="HTML file (default: report.html in the view's folder); PNG charts go next to it")
     p.add_argument("--no-audio", action="store_true", help="do not embed audio (a much smaller page for very large runs)")
     p.add_argument(
         "--robustness",
@@ -312,7 +320,7 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
-    out = args.out or run.root / "report.html"
+    out = args.out or default_path(run)
     try:
         paths = render(run, out, not args.no_audio, args.seed, args.resamples, robustness_runs=others, sweep=args.latency_sweep)
     except ValueError as err:

@@ -9,6 +9,8 @@ Pitch comes from librosa's probabilistic YIN over voiced frames only.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 
 import numpy as np
@@ -26,6 +28,15 @@ EMPTY_SECONDS = 0.1
 TAIL_SECONDS = 0.1  # speech in the last 100 ms: the reply was cut off mid-speech
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+INSTALL_HINT = "pip install 'stepeval[judges]'"
+
+
+@functools.lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """Why pitch cannot be tracked here (librosa missing), or None; imports nothing."""
+    if importlib.util.find_spec("librosa") is None:
+        return f"pitch unavailable (No module named 'librosa'): {INSTALL_HINT}"
+    return None
 
 
 def frame_levels(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -30,6 +30,7 @@ RATE_METRICS = ("speech_rate_cps", "speech_rate_wps")
 METRICS = (*BASIC, *QUALITY, "speaker_consistency", *RATE_METRICS, *PITCH, *FLAGS)
 Key = tuple[str, int]
 EMPTY_REPLY_RATE = 16000  # any rate will do for zero samples
+UNAVAILABLE = "unavailable"  # a signal's entry in the identity when a package or model file it needs is missing
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ def identity(options: SignalOptions) -> dict:
     here (installing Resemblyzer later recomputes the turns it was missing for). Checked without
     loading any model, so a resumed run that reuses every score loads none; a model that is installed
     but fails to load fails its turns' records (``_load_failures``), and the next run retries them."""
-    ident = {"version": VERSION, "options": asdict(options), "unavailable": _unavailable(options)}
+    # which signals cannot run, not why: the reason's wording (which package is missing first) changes
+    # no number, so it must not make a new fingerprint or view
+    unavailable = {name: None if why is None else UNAVAILABLE for name, why in unavailable_reasons(options).items()}
+    ident = {"version": VERSION, "options": asdict(options), "unavailable": unavailable}
     if options.extra:
         ident["plugins"] = plugins.identities(options.extra)
     else:
@@ -66,7 +70,9 @@ def identity(options: SignalOptions) -> dict:
     return ident
 
 
-def _unavailable(options: SignalOptions) -> dict[str, str | None]:
+def unavailable_reasons(options: SignalOptions) -> dict[str, str | None]:
+    """For each model-based signal that is on: why it cannot run here for lack of a package or model
+    file, or None. Every entry that is not None is a problem of the run (exit 1), counted the same way."""
     out: dict[str, str | None] = {}
     if options.dnsmos:
         out["dnsmos"] = dnsmos.unavailable()
@@ -74,6 +80,8 @@ def _unavailable(options: SignalOptions) -> dict[str, str | None]:
         out["speaker"] = speaker.unavailable()
     if options.utmos:
         out["utmos"] = utmos.unavailable()
+    if options.pitch and (why := prosody.unavailable()):
+        out["pitch"] = why  # only when missing: runs scored with librosa keep their fingerprints
     return out
 
 
@@ -174,10 +182,8 @@ def _pitch(scores: TurnScores, audio: np.ndarray, rate: int, options: SignalOpti
     if no_sound:
         scores.set_all(PITCH, f"{no_sound}: no pitch to measure")
         return
-    try:
-        result = prosody.pitch(audio, rate)
-    except ImportError as err:
-        result = f"pitch tracking needs librosa ({err}): pip install 'stepeval[judges]'"
+    why = prosody.unavailable()
+    result = why if why else prosody.pitch(audio, rate)
     if isinstance(result, str):
         scores.set_all(PITCH, result)
     else:

@@ -2,8 +2,8 @@
 
 A unit is one conversation, because speaker consistency compares a reply with the conversation's
 other replies. A reply's fingerprint is the signals' identity (version, options, which models could
-load here), its replay fingerprint and status, its transcript's fingerprint, and the conversation's
-reply audio hashes. Scoring that raised is recorded as failed and retried on the next run; a model
+load here), its replay fingerprint and status, its transcript's fingerprint, and, where speaker consistency
+runs, the conversation's reply audio hashes. Scoring that raised is recorded as failed and retried on the next run; a model
 without speech output gets its speech metrics marked not applicable, never missing.
 """
 
@@ -49,6 +49,8 @@ class ScoreStage(Stage[ConversationReplies]):
         self.transcripts = transcripts  # None: ASR not run
         self.options = options
         self.identity = scoring.identity(options)
+        # the other replies' audio matters to a turn's scores only through speaker consistency
+        self.compares_voices = options.speaker and not scoring.unavailable_reasons(options).get("speaker")
 
     def units(self) -> list[ConversationReplies]:
         conversations: dict[str, list[ReplayRecord]] = {}
@@ -59,7 +61,9 @@ class ScoreStage(Stage[ConversationReplies]):
     def unit(self, replays: list[ReplayRecord]) -> ConversationReplies:
         """One conversation's replies (every turn final, and its transcripts where ASR runs)."""
         replays = sorted(replays, key=lambda r: r.turn)  # the voices list is part of the fingerprint: dataset order
-        voices = [r.audio_sha256 for r in replays]
+        # where speaker consistency cannot run, a turn redone elsewhere in the conversation changes none of this
+        # turn's scores: its record is reused
+        voices = [r.audio_sha256 for r in replays] if self.compares_voices else None
         fps = {}
         for r in replays:
             asr = self._transcript(r.key)
