@@ -85,7 +85,9 @@ def _coefficients(units: list, a: list[float], b: list[float], seed: int, resamp
     head: dict[str, Any] = {"pairs": len(units), "conversations": len({c for c, _ in units})}
     if len(units) < 2:
         return {**head, "coefficients": [], "note": "fewer than two pairs judged by both"}
-    return {**head, "coefficients": [c.to_dict() for c in agreement.nominal(units, a, b, LABELS, seed, resamples)]}
+    code = {v: n for n, v in enumerate(LABELS)}  # class codes: scikit-learn takes 0.5 for a continuous value
+    found = agreement.nominal(units, [code[v] for v in a], [code[v] for v in b], range(len(LABELS)), seed, resamples)
+    return {**head, "coefficients": [c.to_dict() for c in found]}
 
 
 def compare(kind: str, raters: list[str], votes: list[tuple[str, int, float, float]], seed: int, resamples: int) -> dict:

@@ -218,13 +218,13 @@ def nominal(
     resamples: int = DEFAULT_RESAMPLES,
     level: float = DEFAULT_LEVEL,
 ) -> list[Coefficient]:
-    """Percent agreement and Cohen's kappa over unordered ``labels`` (e.g. an A/B verdict: x, y, tie), with
-    intervals over conversations."""
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    """Percent agreement and Cohen's kappa over unordered class ``labels`` (integers: e.g. an A/B verdict's x, y,
+    tie as 0, 1, 2), with intervals over conversations."""
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
     args = (seed, resamples, level)
     return [
         _coefficient("percent_agreement", units, lambda i: percent_agreement(a_arr[i], b_arr[i]), *args),
-        _kappa("cohen_kappa", units, a_arr, b_arr, [float(v) for v in labels], None, *args),
+        _kappa("cohen_kappa", units, a_arr, b_arr, list(labels), None, *args),
     ]
 
 
