@@ -144,6 +144,23 @@ def test_a_missing_pairs_file_is_a_clear_error(tmp_path: Path, capsys):
     assert cli.main(["rate", "--pairs", str(tmp_path)]) == 2
     assert "pairs.json: no pairs to rate" in capsys.readouterr().err
     assert cli.main(["rate"]) == 2
+    capsys.readouterr()
+    (tmp_path / human.PAIRS).write_text(json.dumps({"pairs": [{"id": "p1", "turn": 0}]}))
+    assert cli.main(["rate", "--pairs", str(tmp_path)]) == 2
+    assert "pairs.json: pairs[0] lacks conversation_id, category, x, y" in capsys.readouterr().err
+
+
+def test_a_bad_rating_line_is_named_and_the_arena_still_writes_its_results(out: Path, capsys):
+    from stepeval import cli
+
+    (out / human.RATINGS).write_text(json.dumps({"rater": "ann", "pair": "p1", "winner": "A", "rubric_sha256": "x"}) + "\n")
+    assert cli.main(["rate", "--pairs", str(out), "--agreement"]) == 2
+    assert "ratings-ab.jsonl: rating 1 winner 'A' is not x, y or tie" in capsys.readouterr().err
+    view = json.loads((out / "arena.json").read_text())["systems"][0]["source"]
+    (out / "arena.json").unlink()
+    arena(out, Path(view))
+    assert "no judge-human agreement" in capsys.readouterr().err
+    assert "human_agreement" not in json.loads((out / "arena.json").read_text())
 
 
 def test_judge_human_and_human_human_agreement_match_scikit_learn_by_hand(out: Path, page: str, capsys):

@@ -6,9 +6,8 @@ orders, ranked by Bradley-Terry with intervals over conversations (docs/judging.
 
 Writes ``<out>/arena.json`` and ``<out>/arena.md`` (and prints the table); verdicts are cached in
 ``<out>/records/arena-<rubric metric>.jsonl``; ``<out>/pairs.json`` holds the judged pairs for people to rate
-(``stepeval rate --pairs <out>``), and their ratings add a judge-human agreement
-section. Exit status: 0, or 1 when a comparison could not be judged (missing)
-or a control failed, 2 for bad arguments.
+(``stepeval rate --pairs <out>``), and their ratings add a judge-human agreement section. Exit status: 0, or 1
+when a comparison could not be judged (missing) or a control failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -245,7 +244,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     pairs = [pair_record(c, d, by_name, users, rubric) for (c, _, _), d in zip(asked, decisions, strict=True)]
     pairs_file = {"rubric": rubric.name, "rubric_sha256": rubric.sha256, "judge": judge.identity, "pairs": pairs}
     write_json_atomic(out / human.PAIRS, secrets.redact(pairs_file))  # what a person needs to rate the same pairs
-    people = human.agreement_section(out, args.seed, args.resamples)
+    try:
+        people = human.agreement_section(out, args.seed, args.resamples)
+    except ValueError as err:  # bad ratings must not cost the arena's results
+        people = None
+        print(f"stepeval arena: no judge-human agreement: {err}", file=sys.stderr)
     if people is not None:
         result["human_agreement"] = people
     result = secrets.redact(result)  # the judge identity names its endpoint: no credentials in files

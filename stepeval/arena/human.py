@@ -26,6 +26,8 @@ PAIRS = "pairs.json"
 RATINGS = "ratings-ab.jsonl"
 WINNERS = {"x": 1.0, "y": 0.0, "tie": 0.5}  # what system x earned, as the judge's debiased score
 LABELS = [0.0, 0.5, 1.0]
+PAIR_FIELDS = ("id", "conversation_id", "turn", "category", "x", "y", "user_turns", "x_text", "y_text", "judge_score_x")
+RATING_FIELDS = ("rater", "pair", "winner", "rubric_sha256")
 
 
 def pair_id(key: Key, x: str, y: str) -> str:
@@ -68,15 +70,24 @@ def load_pairs(folder: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not JSON ({err})") from err
-    if not isinstance(data.get("pairs"), list):
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
         raise ValueError(f"{path}: no 'pairs' list")
+    for number, pair in enumerate(data["pairs"]):
+        lacking = [k for k in PAIR_FIELDS if not isinstance(pair, dict) or k not in pair]
+        if lacking:
+            raise ValueError(f"{path}: pairs[{number}] lacks {', '.join(lacking)}")
     return data
 
 
 def latest(folder: Path) -> list[dict]:
     """Each rater's last rating of each pair, in file order."""
+    path = Path(folder) / RATINGS
     last: dict = {}
-    for record in read_lines(Path(folder) / RATINGS):
+    for number, record in enumerate(read_lines(path), start=1):
+        lacking = [k for k in RATING_FIELDS if k not in record]
+        if lacking or record["winner"] not in WINNERS:
+            why = f"lacks {', '.join(lacking)}" if lacking else f"winner {record['winner']!r} is not x, y or tie"
+            raise ValueError(f"{path}: rating {number} {why}")
         last[(record["rater"], record["pair"])] = record
     return list(last.values())
 
