@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         "arena <view> <view> [...] [judge overrides]: pairwise preference, both orders, Bradley-Terry with intervals",
         "validation",
     ),
-    "rate": ("stepeval.validation.ratings", "rate <run> [--port] [--rater NAME]: a listening page for human ratings", None),
+    "rate": ("stepeval.validation.ratings", "rate <run> | --pairs <arena out>: a listening page for human ratings", None),
 }
 
 # optional extra (pyproject.toml) -> the modules it brings; tests/test_wheel.py checks this against pyproject

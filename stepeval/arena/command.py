@@ -5,8 +5,9 @@ orders, ranked by Bradley-Terry with intervals over conversations (docs/judging.
         judge.base_url=http://127.0.0.1:8000/v1 judge.model=qwen --controls truncated,copy --max-pairs 400
 
 Writes ``<out>/arena.json`` and ``<out>/arena.md`` (and prints the table); verdicts are cached in
-``<out>/records/arena-<rubric metric>.jsonl``. Exit status: 0, or 1 when a comparison could not be judged (missing)
-or a control failed, 2 for bad arguments.
+``<out>/records/arena-<rubric metric>.jsonl``; ``<out>/pairs.json`` holds the judged pairs for people to rate
+(``stepeval rate --pairs <out>``), and their ratings add a judge-human agreement section. Exit status: 0, or 1
+when a comparison could not be judged (missing) or a control failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stepeval import secrets
+from stepeval.arena import human
 from stepeval.arena import plan as plan_mod
 from stepeval.arena.pairwise import Decision, PairwiseJudge, Question, audio_messages, decide, text_messages
 from stepeval.arena.ranking import Outcome, Ranking, rank_systems
@@ -155,6 +157,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pair_record(
+    comparison: plan_mod.Comparison, decision: Decision, systems: dict[str, System], users: dict, rubric: rubric_mod.Rubric
+) -> dict:
+    """A judged comparison as ``pairs.json`` keeps it for the A/B rating page (``arena.human``)."""
+    key, x = comparison.key, systems[comparison.x]
+    turns = [t.text if t.text != NO_TEXT else None for t in context_for(users, key)]
+    replies = (x.replies[key], systems[comparison.y].replies[key])
+    user_audio = (users.get(key) or UserTurn(None, None)).audio
+    category = x.categories.get(key, "unknown")
+    return human.pair_record(
+        key, comparison.x, comparison.y, category, turns, replies, decision.score, decision.missing, user_audio, rubric
+    )
+
+
 async def _judge(judge: PairwiseJudge, asked: list[tuple[plan_mod.Comparison, Question, Question]]) -> list[Decision]:
     questions = [q for _, forward, backward in asked for q in (forward, backward)]
     await judge.client.preflight()
@@ -225,9 +241,19 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         "by_category": {c: rank_systems(names, o, args.resamples, args.seed).to_json() for c, o in sorted(categories.items())},
         "controls": [control_verdict(overall, o, c, by_name[c].control or "") for c, o in controls.items()],
     }
+    pairs = [pair_record(c, d, by_name, users, rubric) for (c, _, _), d in zip(asked, decisions, strict=True)]
+    pairs_file = {"rubric": rubric.name, "rubric_sha256": rubric.sha256, "judge": judge.identity, "pairs": pairs}
+    write_json_atomic(out / human.PAIRS, secrets.redact(pairs_file))  # what a person needs to rate the same pairs
+    try:
+        people = human.agreement_section(out, args.seed, args.resamples)
+    except ValueError as err:  # bad ratings must not cost the arena's results
+        people = None
+        print(f"stepeval arena: no judge-human agreement: {err}", file=sys.stderr)
+    if people is not None:
+        result["human_agreement"] = people
     result = secrets.redact(result)  # the judge identity names its endpoint: no credentials in files
     write_json_atomic(out / "arena.json", result)
-    table = markdown(result)
+    table = markdown(result) + (human.markdown(people) if people is not None else "")
     (out / "arena.md").write_text(table, encoding="utf-8")
     print(table)
     problems = []

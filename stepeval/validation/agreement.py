@@ -209,6 +209,25 @@ def _alpha2(a: np.ndarray, b: np.ndarray, level: str) -> float | None:
     return krippendorff_alpha(np.vstack([a, b]), level)
 
 
+def nominal(
+    units: Sequence[Unit],
+    a: Sequence[float],
+    b: Sequence[float],
+    labels: Sequence[float],
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+) -> list[Coefficient]:
+    """Percent agreement and Cohen's kappa over unordered class ``labels`` (integers: e.g. an A/B verdict's x, y,
+    tie as 0, 1, 2), with intervals over conversations."""
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    args = (seed, resamples, level)
+    return [
+        _coefficient("percent_agreement", units, lambda i: percent_agreement(a_arr[i], b_arr[i]), *args),
+        _kappa("cohen_kappa", units, a_arr, b_arr, list(labels), None, *args),
+    ]
+
+
 def many(
     units: Sequence[Unit],
     matrix: np.ndarray,

@@ -8,6 +8,7 @@ Items are ordered category by category in turn, so a short session covers every 
 order is the same for every rater (their ratings overlap, which agreement needs).
 
 ``stepeval rate <run> --agreement`` prints judge-human and human-human agreement without serving.
+``stepeval rate --pairs <arena out>`` is the A/B mode for an arena's pairs (``ratings_ab``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import webbrowser
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -291,6 +293,29 @@ TOKEN_HEADER = "X-Stepeval-Token"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def foreign(headers: Message, server_address: tuple) -> str | None:
+    """Why a request is not from the page this server served, or None.
+
+    The Host must name this server where it listens on a loopback address (a rebound DNS name does not);
+    a browser's Origin must be the page's own (another web page's form or fetch is refused)."""
+    host = headers.get("Host") or ""
+    name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
+    listening = server_address[:2]
+    if str(listening[0]) in LOOPBACK and (name.strip("[]") not in LOOPBACK or port != str(listening[1])):
+        return f"Host {host!r} is not this server"
+    origin = headers.get("Origin")
+    if origin is not None and origin != f"http://{host}":
+        return f"Origin {origin!r} is not this page's"
+    return None
+
+
+def unposted(headers: Message, token: str) -> str | None:
+    """Why a rating post does not carry this server's token (only a page it served has it), or None."""
+    if hmac.compare_digest((headers.get(TOKEN_HEADER) or "").encode(), token.encode()):
+        return None
+    return f"no valid {TOKEN_HEADER}: ratings are taken only from the page this server serves"
+
+
 def page(run_name: str, rubrics: list[Rubric], rater: str | None, token: str = "") -> str:
     """The rating page, with this server's token (sent back with every rating) in its config."""
     questions = [
@@ -331,19 +356,7 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
             self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json")
 
         def _foreign(self) -> str | None:
-            """Why this request is not from the page this server served, or None.
-
-            The Host must name this server where it listens on a loopback address (a rebound DNS name does not);
-            a browser's Origin must be the page's own (another web page's form or fetch is refused)."""
-            host = self.headers.get("Host") or ""
-            name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
-            listening = self.server.server_address[:2]
-            if str(listening[0]) in LOOPBACK and (name.strip("[]") not in LOOPBACK or port != str(listening[1])):
-                return f"Host {host!r} is not this server"
-            origin = self.headers.get("Origin")
-            if origin is not None and origin != f"http://{host}":
-                return f"Origin {origin!r} is not this page's"
-            return None
+            return foreign(self.headers, self.server.server_address)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             refused = self._foreign()
@@ -372,9 +385,7 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
         def do_POST(self) -> None:  # noqa: N802
             if urlparse(self.path).path != "/api/ratings":
                 return self._json(404, {"error": "not found"})
-            refused = self._foreign()
-            if refused is None and not hmac.compare_digest((self.headers.get(TOKEN_HEADER) or "").encode(), token.encode()):
-                refused = f"no valid {TOKEN_HEADER}: ratings are taken only from the page this server serves"
+            refused = self._foreign() or unposted(self.headers, token)
             if refused:
                 self.close_connection = True  # the body is not read
                 return self._json(403, {"error": refused})
@@ -390,7 +401,8 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stepeval rate", description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path, help="the run folder (results/<run>)")
+    p.add_argument("run", type=Path, nargs="?", help="the run folder (results/<run>)")
+    p.add_argument("--pairs", type=Path, help="A/B mode: an arena's --out folder (its pairs.json), instead of a run")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--rater", help="the rater's name, filled in on the page")
@@ -403,6 +415,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if (args.run is None) == (args.pairs is None):
+        print("stepeval rate: error: give a run folder, or --pairs <arena out folder> (not both)", file=sys.stderr)
+        return 2
+    if args.pairs is not None:
+        return main_ab(args)
     try:
         if args.agreement:
             rubrics = rubrics_of(args.run, args.rubrics)
@@ -413,10 +430,31 @@ def main(argv: list[str]) -> int:
     except (ValueError, OSError) as err:
         print(f"stepeval rate: error: {err}", file=sys.stderr)
         return 2
+    return serve(server, f"rating page for {args.run}", args.run / FILE, args.open)
+
+
+def main_ab(args: argparse.Namespace) -> int:
+    """``--pairs``: the A/B page for an arena's judged pairs (``ratings_ab``), or its agreement."""
+    from stepeval.arena import human
+    from stepeval.validation import ratings_ab
+
+    try:
+        if args.agreement:
+            section = human.agreement_section(args.pairs, args.seed)
+            print(json.dumps(section, indent=2, ensure_ascii=False) if section else f"no ratings in {args.pairs / human.RATINGS}")
+            return 0
+        server = ratings_ab.make_server(args.pairs, args.host, args.port, args.rater)
+    except (ValueError, OSError) as err:
+        print(f"stepeval rate: error: {err}", file=sys.stderr)
+        return 2
+    return serve(server, f"A/B rating page for {args.pairs}", args.pairs / human.RATINGS, args.open)
+
+
+def serve(server: ThreadingHTTPServer, what: str, saved: Path, browse: bool) -> int:
     host, port = server.server_address[:2]
     url = f"http://{host}:{port}/"
-    print(f"rating page for {args.run} at {url} (ratings saved to {args.run / FILE}); Ctrl-C to stop", flush=True)
-    if args.open:
+    print(f"{what} at {url} (ratings saved to {saved}); Ctrl-C to stop", flush=True)
+    if browse:
         webbrowser.open(url)
     try:
         server.serve_forever()
