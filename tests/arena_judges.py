@@ -1,5 +1,5 @@
 """Pairwise judges of our own for the arena tests, answering the OpenAI chat-completions format byte for byte:
-- ``content_aware``: prefers the reply closer to the user's latest turn (character bigrams, any script); an empty
+- ``content_aware``: prefers the reply that covers more of the user's latest turn (character bigrams, any script); an empty
   reply loses to any other; nearly equal replies are a tie;
 - ``always_a``: answers "A" whatever it reads (the worst position bias);
 - ``listening``: prefers the longer reply audio (of speech-like level), ties within 10 %.
@@ -38,11 +38,12 @@ def _bigrams(text: str) -> set[str]:
 
 
 def closeness(reply: str, request: str) -> float:
-    """0 for an empty reply; else 1 + the Jaccard similarity of character bigrams with the request."""
+    """0 for an empty reply; else 1 + the share of the request's character bigrams the reply covers (recall: a
+    reply cut short covers less, and length alone earns nothing)."""
     if not reply.strip():
         return 0.0
     a, b = _bigrams(reply), _bigrams(request)
-    return 1.0 + (len(a & b) / len(a | b) if a | b else 0.0)
+    return 1.0 + (len(a & b) / len(b) if b else 0.0)
 
 
 def content_winner(body: dict) -> str:
