@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import paper, plots, validity
+from stepeval.reporting import arena_section, paper, plots, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -33,6 +33,7 @@ from stepeval.reporting.tables import (
     load_run,
 )
 from stepeval.store import RecordLog, safe_name
+from stepeval.views import view_dir
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # formats every current browser plays from a data URI; anything else is transcoded to WAV
@@ -214,8 +215,28 @@ def png_uri(path: Path | None) -> str | None:
     return None if path is None else "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
-    """Write the HTML page and its PNG charts; returns the paths written."""
+def arena_part(run: Run, result: dict, out: Path, source: str) -> dict:
+    """The arena section of the run's page (``--arena``): its figures next to the page, and which arena system
+    (if any) is this run's view."""
+    part = arena_section.section(result, out.parent, f"{out.stem}_arena", source=source)
+    mine = {run.root.resolve(), *([view_dir(run.root, run.view.name).resolve()] if run.view is not None else [])}
+    part["this_run"] = next(
+        (s["system"] for s in result["systems"] if s.get("source") and Path(s["source"]).resolve() in mine), None
+    )
+    return part
+
+
+def render(
+    run: Run,
+    out: Path,
+    embed_audio: bool = True,
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+    arena: dict | None = None,
+    arena_source: str = "arena.json",
+) -> dict:
+    """Write the HTML page and its PNG charts; returns the paths written. ``arena``: an ``arena.json`` (loaded
+    by ``arena_section.load``) shown in a section of its own."""
     out.parent.mkdir(parents=True, exist_ok=True)
     expected = [m for m in run.configured_metrics() if m not in run.metrics()]
     table = category_table(run.scores, [*run.metrics(), *expected], seed=seed, resamples=resamples)
@@ -224,6 +245,7 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
     bars_path = plots.bars(table, out.with_name(f"{out.stem}_bars.png"), f"{run.name}: means with 95% intervals")
     conversations, dataset_note = dataset_conversations(run.manifest)
     views = conversation_views(run, conversations, embed_audio)
+    arena_view = arena_part(run, arena, out, arena_source) if arena is not None else None
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
@@ -248,13 +270,17 @@ def render(run: Run, out: Path, embed_audio: bool = True, seed: int = DEFAULT_SE
         radar_note=radar_note,
         bars=png_uri(bars_path),
         conversations=views,
+        arena=arena_view,
         notes=notes,
         validity=validity.section(run.root, run.manifest),
         seed=seed,
         resamples=resamples,
     )
     out.write_text(html, encoding="utf-8")
-    return {"html": out, "radar": radar_path, "bars": bars_path}
+    written = {"html": out, "radar": radar_path, "bars": bars_path}
+    if arena_view is not None:
+        written |= {"arena_heatmap": arena_view["heatmap"], "arena_forest": arena_view["forest"]}
+    return written
 
 
 def parser() -> argparse.ArgumentParser:
@@ -264,6 +290,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="do not embed audio (a much smaller page for very large runs)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    p.add_argument("--arena", type=Path, help="an arena.json (stepeval arena): adds the pairwise ranking as a section of its own")
     return p
 
 
@@ -271,11 +298,20 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         run = load_run(args.run)
+        arena = arena_section.load(args.arena) if args.arena else None
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
     out = args.out or run.root / "report.html"
-    paths = render(run, out, embed_audio=not args.no_audio, seed=args.seed, resamples=args.resamples)
+    paths = render(
+        run,
+        out,
+        embed_audio=not args.no_audio,
+        seed=args.seed,
+        resamples=args.resamples,
+        arena=arena,
+        arena_source=str(args.arena),
+    )
     print("written: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 0
 
