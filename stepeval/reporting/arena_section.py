@@ -112,7 +112,8 @@ def forest(ranking: dict, controls: dict[str, str], path: Path, title: str) -> P
         color = "#dd8452" if control else "#4c72b0"
         if row["low"] is not None and row["high"] is not None:
             ax.plot([row["low"], row["high"]], [y, y], color=color, linewidth=2.2, solid_capstyle="butt")
-        ax.plot([row["strength"]], [y], marker="s" if control else "o", color=color, markersize=8)
+        if row["strength"] is not None:
+            ax.plot([row["strength"]], [y], marker="s" if control else "o", color=color, markersize=8)
         prob = "" if row["rank_probability"] is None else f"   P(rank {row['rank']}) = {row['rank_probability']:.2f}"
         ax.annotate(prob, xy=(1.0, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color="#333")
     labels = [
