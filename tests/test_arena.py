@@ -67,6 +67,9 @@ def test_a_content_aware_judge_ranks_parrot_over_canned_over_noise(arena_runs, t
     table = (tmp_path / "arena.md").read_text()
     assert "| parrot+truncated | loses significantly" in table and "| 1 | parrot |" in table
     assert "by_category" in result and len(result["by_category"]) >= 2
+    page = (tmp_path / "arena.html").read_text()  # the page beside them: both figures and the controls table
+    assert 'id="arena-heatmap"' in page and 'id="arena-forest"' in page and page.count('src="data:image/png;base64,') == 2
+    assert page.count("<tr data-control=") == len(result["controls"]) == 3
 
 
 def test_a_judge_that_always_answers_a_is_all_position_bias_and_only_ties(arena_runs, tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from stepeval import views
 from stepeval.cli import main as cli
+from tests import arena_results
 
 pytestmark = pytest.mark.slow  # demo runs and headless chromium
 
@@ -149,3 +150,36 @@ def test_page_renders_in_headless_chromium_with_playable_audio(page: Path, tmp_p
     assert "error" not in states  # the page's own script marks a clip the browser cannot decode
     playable = [el for el in parser.elements if el.get("data-state") == "playable"]
     assert playable and all(float(el["data-duration"]) > 0.5 for el in playable)
+
+
+def test_report_with_arena_json_adds_a_section_of_its_own(judged_run: Path, tmp_path: Path, capsys):
+    _, view = views.resolve(judged_run)
+    result = arena_results.result({"strong": str(views.view_dir(judged_run, view.name))}, resamples=100)
+    arena = tmp_path / "arena.json"
+    arena.write_text(json.dumps(result))
+    out = tmp_path / "report.html"
+    assert cli(["report", str(judged_run), "--arena", str(arena), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert html.index('id="summary"') < html.index('<section id="arena">')  # after the absolute scores, apart
+    section = html.split('<section id="arena">', 1)[1].split("</section>", 1)[0]
+    assert "separate from the absolute scores above" in section
+    assert "This run is the arena's system <code>strong</code>" in section  # which system this run is
+    assert f"judged by <code>{result['judge']['model']}</code>" in section and result["rubric_sha256"] in section
+    for row in result["systems"]:
+        assert f"<code>{row['system']}</code>" in section  # which systems it covers
+    assert (
+        section.count('src="data:image/png;base64,') == 2 and 'id="arena-heatmap"' in section and 'id="arena-forest"' in section
+    )
+    for name in ("report_arena_heatmap.png", "report_arena_forest.png"):
+        with Image.open(tmp_path / name) as image:
+            image.verify()
+    strong = next(r for r in result["overall"]["systems"] if r["system"] == "strong")
+    row = section.split('data-system="strong"><td class="rank">', 1)[1].split("</tr>", 1)[0]
+    assert f'<td class="strength">{strong["strength"]:.3f}</td>' in row
+
+    plain = tmp_path / "plain.html"  # without --arena: no arena section
+    assert cli(["report", str(judged_run), "--no-audio", "--out", str(plain)]) == 0
+    assert 'id="arena"' not in plain.read_text()
+    capsys.readouterr()
+    assert cli(["report", str(judged_run), "--arena", str(tmp_path / "report_bars.png"), "--out", str(plain)]) == 2
+    assert "report_bars.png: not JSON" in capsys.readouterr().err

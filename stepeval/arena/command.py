@@ -4,10 +4,10 @@ orders, ranked by Bradley-Terry with intervals over conversations (docs/judging.
     stepeval arena results/run-a/views/<v> results/run-b/views/<v> judge=openai_compatible \\
         judge.base_url=http://127.0.0.1:8000/v1 judge.model=qwen --controls truncated,copy --max-pairs 400
 
-Writes ``<out>/arena.json`` and ``<out>/arena.md`` (and prints the table); verdicts are cached in
-``<out>/records/arena-<rubric metric>.jsonl``; ``<out>/pairs.json`` holds the judged pairs for people to rate
-(``stepeval rate --pairs <out>``), and their ratings add a judge-human agreement section. Exit status: 0, or 1
-when a comparison could not be judged (missing) or a control failed, 2 for bad arguments.
+Writes ``<out>/arena.json``, ``<out>/arena.md`` (and prints the table) and ``<out>/arena.html`` (report extra);
+verdicts are cached in ``<out>/records/arena-<rubric metric>.jsonl``; ``<out>/pairs.json`` holds the judged pairs for
+people to rate (``stepeval rate --pairs <out>``), and their ratings add a judge-human agreement section. Exit status:
+0, or 1 when a comparison could not be judged (missing) or a control failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from stepeval import secrets
-from stepeval.arena import human
+from stepeval.arena import html, human
 from stepeval.arena import plan as plan_mod
 from stepeval.arena.pairwise import Decision, PairwiseJudge, Question, audio_messages, decide, text_messages
 from stepeval.arena.ranking import Outcome, Ranking, rank_systems
@@ -255,6 +255,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     write_json_atomic(out / "arena.json", result)
     table = markdown(result) + (human.markdown(people) if people is not None else "")
     (out / "arena.md").write_text(table, encoding="utf-8")
+    html.write(out, result)
     print(table)
     problems = []
     if result["missing"]:

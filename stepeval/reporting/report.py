@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from stepeval import audio as audio_io
-from stepeval.reporting import latency, paper, plots, robustness, validity
+from stepeval.reporting import arena_section, latency, paper, plots, robustness, validity
 from stepeval.reporting.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from stepeval.reporting.tables import (
     NOT_RUN,
@@ -215,6 +215,17 @@ def png_uri(path: Path | None) -> str | None:
     return None if path is None else "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def arena_part(run: Run, result: dict, out: Path, source: str) -> dict:
+    """The arena section of the run's page (``--arena``): its figures next to the page, and which arena system
+    (if any) is this run's view."""
+    part = arena_section.section(result, out.parent, f"{out.stem}_arena", source=source)
+    mine = {run.root.resolve(), *([view_dir(run.root, run.view.name).resolve()] if run.view is not None else [])}
+    part["this_run"] = next(
+        (s["system"] for s in result["systems"] if s.get("source") and Path(s["source"]).resolve() in mine), None
+    )
+    return part
+
+
 def render(
     run: Run,
     out: Path,
@@ -223,10 +234,13 @@ def render(
     resamples: int = DEFAULT_RESAMPLES,
     robustness_runs: list[Run] | None = None,
     sweep: Path | None = None,
+    arena: dict | None = None,
+    arena_source: str = "arena.json",
 ) -> dict:
     """Write the HTML page and its PNG charts; returns the paths written. ``robustness_runs``: views of other
     input conditions (with this one) for the robustness section (docs/robustness.md). ``sweep``: a latency sweep's
-    folder or ``sweep.json`` (scripts/latency_sweep.py), drawn as the latency-throughput curve."""
+    folder or ``sweep.json`` (scripts/latency_sweep.py), drawn as the latency-throughput curve. ``arena``: an
+    ``arena.json`` (loaded by ``arena_section.load``) shown in a section of its own."""
     out.parent.mkdir(parents=True, exist_ok=True)
     timings = latency.latency_frame(run.root)
     latency_rows = latency.display_rows(latency.table(timings, resamples=min(resamples, latency.RESAMPLES), seed=seed))
@@ -244,6 +258,7 @@ def render(
     bars_path = plots.bars(table, out.with_name(f"{out.stem}_bars.png"), f"{run.name}: means with 95% intervals")
     conversations, dataset_note = dataset_conversations(run.manifest)
     views = conversation_views(run, conversations, embed_audio)
+    arena_view = arena_part(run, arena, out, arena_source) if arena is not None else None
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
@@ -268,6 +283,7 @@ def render(
         radar_note=radar_note,
         bars=png_uri(bars_path),
         conversations=views,
+        arena=arena_view,
         notes=notes,
         validity=validity.section(run.root, run.manifest, judge=run.provenance()["judge"]),
         robustness=robustness.section(robustness.build(robustness_runs, seed=seed, resamples=resamples))
@@ -281,7 +297,10 @@ def render(
         resamples=resamples,
     )
     out.write_text(html, encoding="utf-8")
-    return {"html": out, "radar": radar_path, "bars": bars_path, "latency_cdf": cdf_path, "latency_sweep": curve_path}
+    written = {"html": out, "radar": radar_path, "bars": bars_path, "latency_cdf": cdf_path, "latency_sweep": curve_path}
+    if arena_view is not None:
+        written |= {"arena_heatmap": arena_view["heatmap"], "arena_forest": arena_view["forest"]}
+    return written
 
 
 def default_path(run: Run) -> Path:
@@ -306,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     p.add_argument("--latency-sweep", type=Path, help="a latency sweep's folder (scripts/latency_sweep.py): its curve is drawn")
+    p.add_argument("--arena", type=Path, help="an arena.json (stepeval arena): adds the pairwise ranking as a section of its own")
     return p
 
 
@@ -317,12 +337,23 @@ def main(argv: list[str]) -> int:
         if args.robustness:
             others = [run, *(r for r in robustness.load(args.robustness) if r.root != run.root)]
             robustness.build(others, seed=args.seed, resamples=10)  # a missing clean view fails here, not mid-render
+        arena = arena_section.load(args.arena) if args.arena else None
     except (FileNotFoundError, ValueError) as err:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
     out = args.out or default_path(run)
     try:
-        paths = render(run, out, not args.no_audio, args.seed, args.resamples, robustness_runs=others, sweep=args.latency_sweep)
+        paths = render(
+            run,
+            out,
+            not args.no_audio,
+            args.seed,
+            args.resamples,
+            robustness_runs=others,
+            sweep=args.latency_sweep,
+            arena=arena,
+            arena_source=str(args.arena),
+        )
     except ValueError as err:
         print(f"stepeval report: error: {err}", file=sys.stderr)
         return 2
