@@ -62,6 +62,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cluster": ("submitit", "hydra_plugins"),
     "validation": ("krippendorff", "sklearn", "scipy", "websockets", "choix"),
     "conditions": ("pyroomacoustics", "pedalboard", "scipy"),
+    "speaker": ("torch", "webrtcvad", "librosa", "scipy"),
 }
 
 
