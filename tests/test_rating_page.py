@@ -7,6 +7,7 @@ The run is the sample replayed through recorded replies and judged by the conten
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import re
 import shutil
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from stepeval.judging.rubric import PACKAGED, load
 from stepeval.store import RecordLog
@@ -234,7 +236,9 @@ def test_rating_in_a_real_browser_survives_a_reload(run: Path, page: str, tmp_pa
                  await new Promise(r => setTimeout(r, 600));
                  return {t: a.currentTime, d: a.duration, error: a.error && a.error.code}; })()"""
         )
-        assert played["error"] is None and played["t"] > 0 and played["d"] == pytest.approx(5.596, abs=0.01)
+        first = json.loads(get(page + "/api/items"))[0]  # the page opens on the first item
+        served = sf.info(io.BytesIO(get(page + first["reply_audio"])))  # the clip the page plays
+        assert played["error"] is None and played["t"] > 0 and played["d"] == pytest.approx(served.duration, abs=0.01)
         chosen = {}
         for n in range(3):
             item = browser.evaluate("document.getElementById('item').dataset.id")
