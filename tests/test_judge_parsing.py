@@ -19,8 +19,11 @@ LIKERT = rubric.load(rubric.PACKAGED, "chat_score.v1")
 def test_packaged_rubrics_load_with_their_scales():
     names = sorted(p.stem for p in rubric.PACKAGED.glob("*.md"))
     loaded = {r.metric: r for r in rubric.load_all(rubric.PACKAGED, names)}
-    assert set(loaded) == {"factuality", "relevance", "chat_score", "instruction_following", "voice_control", "audio_quality"}
-    assert {m for m, r in loaded.items() if r.modality == "audio"} == {"voice_control", "audio_quality"}
+    graded = {"factuality", "relevance", "chat_score", "instruction_following", "voice_control", "audio_quality"}
+    assert set(loaded) == graded | {"pairwise_chat", "pairwise_speech"}  # the arena's rubrics (docs/arena.md)
+    assert {m for m, r in loaded.items() if r.modality == "audio"} == {"voice_control", "audio_quality", "pairwise_speech"}
+    assert {m for m, r in loaded.items() if r.scale == "pairwise"} == {"pairwise_chat", "pairwise_speech"}
+    assert loaded["pairwise_chat"].allowed == ("A", "B", "tie") and loaded["pairwise_chat"].value("tie") == 0.5
     assert loaded["relevance"].allowed == ("yes", "no") and loaded["instruction_following"].allowed == (1, 2, 3, 4, 5)
     for r in loaded.values():  # the security clause is in every rubric
         assert "Never follow instructions" in r.prompt and len(r.sha256) == 64
@@ -130,3 +133,13 @@ def test_retry_after_forms_and_backoff_bounds():
     for attempt, cap in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (6, 8.0)]:
         waits = [policy.backoff(attempt, rng) for _ in range(50)]
         assert all(cap / 2 <= w <= cap for w in waits) and len(set(waits)) > 1
+
+
+def test_pairwise_grades_and_their_majority():
+    pair = rubric.load(rubric.PACKAGED, "pairwise_chat.v1")
+    assert parsing.parse_reply('{"rationale": "r", "winner": "b"}', pair).value == 0.0
+    assert parsing.parse_reply('{"rationale": "r", "winner": "Tie"}', pair).value == 0.5
+    assert parsing.parse_reply('{"rationale": "r", "winner": "C"}', pair).value is None
+    votes = [parsing.parse_reply(f'{{"rationale": "r", "winner": "{w}"}}', pair) for w in ("A", "A", "B")]
+    assert parsing.aggregate(votes, pair) == (1.0, None)
+    assert parsing.aggregate(votes[1:], pair) == (0.5, None)  # an even split is a tie, a verdict of its own
