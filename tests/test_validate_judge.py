@@ -217,6 +217,7 @@ def test_two_judges_on_one_run_each_row_shows_its_own_validation(root: Path, ser
     assert " validated: " in aware_line and "FAILED" not in aware_line
     assert "validation FAILED" in random_line
     table = pd.read_csv(out / "leaderboard.csv")
+    table = table[table["status"] == "measured"]  # the paper's published rows (sample: StepEval-360) stand apart
     assert sorted(table["judge"]) == ["aware", "random"] and set(table["view"]) == {aware.name, random.name}
     assert set(table["asr"]) == {"none"}
     rows = {r["judge"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
