@@ -323,8 +323,33 @@ def page(run_name: str, rubrics: list[Rubric], rater: str | None, token: str = "
         for r in rubrics
     ]
     config = {"run": run_name, "questions": questions, "rater": rater or "", "token": token}
+    return with_config(PAGE, config)
+
+
+def with_config(template: Path, config: dict) -> str:
+    """A page template with its config embedded as JSON that no ``</script>`` or ``&`` inside can break out of."""
     data = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return PAGE.read_text(encoding="utf-8").replace("/*CONFIG*/null", data)
+    return template.read_text(encoding="utf-8").replace("/*CONFIG*/null", data)
+
+
+class PageHandler(BaseHTTPRequestHandler):
+    """What both rating pages' servers share: quiet logs, uncached replies, JSON answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value: object) -> None:
+        self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json")
 
 
 def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: str | None = None, seed: int = DEFAULT_SEED,
@@ -338,23 +363,7 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 0, rater: st
     html = page(str(load_manifest(run_dir).get("run_name") or run_dir.name), rubrics, rater, token).encode("utf-8")
     public = json.dumps([i.public() for i in items], ensure_ascii=False).encode("utf-8")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, value: object) -> None:
-            self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json")
-
+    class Handler(PageHandler):
         def _foreign(self) -> str | None:
             return foreign(self.headers, self.server.server_address)
 

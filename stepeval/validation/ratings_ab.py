@@ -18,7 +18,7 @@ import re
 import secrets
 import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -134,26 +134,9 @@ def make_server(folder: Path, host: str = "127.0.0.1", port: int = 0, rater: str
     question, prompt = _rubric_text(data)
     config = {"run": folder.name, "rubric": data.get("rubric"), "question": question, "prompt": prompt}
     config |= {"rater": rater or "", "token": token, "pairs": len(pairs)}
-    text = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    html = PAGE.read_text(encoding="utf-8").replace("/*CONFIG*/null", text).encode("utf-8")
+    html = ratings.with_config(PAGE, config).encode("utf-8")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, value: object) -> None:
-            self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json")
-
+    class Handler(ratings.PageHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             refused = ratings.foreign(self.headers, self.server.server_address)
             if refused:
